@@ -1,0 +1,1 @@
+"""The paper's measurements, heatmap pictures and an inference command."""

@@ -1,0 +1,1 @@
+"""The training application: ``accelerate launch trainer/main.py --config CONFIG.yaml``."""
