@@ -268,7 +268,7 @@ def decode_sample(raw: Mapping[str, Any]) -> dict[str, Any]:
     for name in names:
         try:
             with Image.open(io.BytesIO(raw[name])) as im:
-                frames.append(np.asarray(im.convert("RGB")))
+                frames.append(np.array(im.convert("RGB")))
         except Exception as exc:
             raise SampleError(key, name, f"cannot decode JPEG ({exc})") from exc
     try:
