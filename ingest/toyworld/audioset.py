@@ -1,0 +1,169 @@
+"""The sound corpus in AudioSet's layout: MP4 videos and a segment CSV.
+
+    audioset/videos/<YTID>.mp4                 H.264 + AAC, ``fps`` frames/s, 10-30 s
+    audioset/toyworld_segments.csv             "# ..." x3, then YTID, start_seconds, end_seconds, positive_labels
+    audioset/class_labels_indices.csv          index,mid,display_name
+
+In each video 1-3 objects are visible at any time; each appears, drifts across the frame
+(bouncing off the borders) and disappears, and emits its class's sound exactly while visible.
+A segment's labels are the classes visible for at least one second of it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ingest.toyworld.classes import ToyClass
+from ingest.toyworld.config import WorldConfig
+from ingest.toyworld.media import encode_mp4
+from ingest.toyworld.render import ObjectSpec, Patch, background, finish, paste, rasterize
+from ingest.toyworld.render import sample_object
+from ingest.toyworld.scene import MAX_HALF, MIN_HALF
+from ingest.toyworld.sounds import SAMPLE_RATE, class_sound, fade
+
+MIN_LABEL_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class Track:
+    """One object's life in a video: visible during [start, end) seconds, moving from its
+    placed centre with ``velocity`` (pixels/s), bouncing inside the frame."""
+
+    obj: ObjectSpec
+    start: float
+    end: float
+    velocity: tuple[float, float]
+
+
+def youtube_id(seed: int, index: int) -> str:
+    """A stable 11-character YouTube-style id ([A-Za-z0-9_-]) for video ``index``."""
+    digest = hashlib.sha256(f"toyworld-{seed}-{index}".encode()).digest()
+    return base64.urlsafe_b64encode(digest).decode()[:11]
+
+
+def plan_tracks(rng: np.random.Generator, classes: tuple[ToyClass, ...], duration: float,
+                size: int) -> list[Track]:
+    """Object tracks for a video: slot 0 always shows an object (back-to-back tracks of 4-10 s);
+    slots 1 and 2 alternate 2-8 s gaps with 3-8 s tracks. Objects visible at the same time
+    have different classes."""
+    tracks: list[Track] = []
+    for slot in range(3):
+        t = 0.0 if slot == 0 else float(rng.uniform(0, 6))
+        while t < duration - 1.0:
+            length = rng.uniform(4, 10) if slot == 0 else rng.uniform(3, 8)
+            end = min(duration, t + length) if duration - (t + length) >= 2.0 else duration
+            busy = {tr.obj.cls.name for tr in tracks if tr.start < end and t < tr.end}
+            free = [c for c in classes if c.name not in busy]
+            cls = free[int(rng.integers(0, len(free)))]
+            half = rng.uniform(MIN_HALF, MAX_HALF) * size
+            center = tuple(float(v) for v in rng.uniform(half, size - half, size=2))
+            speed, angle = rng.uniform(0, 14), rng.uniform(0, 2 * np.pi)
+            tracks.append(Track(sample_object(cls, rng, center, float(half)), float(t), float(end),
+                                (float(speed * np.cos(angle)), float(speed * np.sin(angle)))))
+            t = end if slot == 0 else end + rng.uniform(2, 8)
+    return tracks
+
+
+def _bounce(x: float, lo: float, hi: float) -> float:
+    """Fold a free position into [lo, hi] as if it bounced off both ends."""
+    span = hi - lo
+    if span <= 0:
+        return lo
+    r = (x - lo) % (2 * span)
+    return lo + (r if r <= span else 2 * span - r)
+
+
+def render_frames(rng: np.random.Generator, tracks: list[Track], duration: int, fps: int,
+                  size: int) -> np.ndarray:
+    """Frames (duration * fps, size, size, 3) uint8 of the tracks over a static background."""
+    base = background(rng, size)
+    patches: list[Patch] = [rasterize(tr.obj) for tr in tracks]
+    frames = np.empty((duration * fps, size, size, 3), np.uint8)
+    scratch = np.zeros((size, size), np.uint8)
+    for i in range(len(frames)):
+        t = (i + 0.5) / fps
+        canvas = base.copy()
+        for tr, patch in zip(tracks, patches):
+            if not tr.start <= t < tr.end:
+                continue
+            half = tr.obj.half_size
+            x0, y0 = tr.obj.center
+            x = _bounce(x0 + tr.velocity[0] * (t - tr.start), half, size - half)
+            y = _bounce(y0 + tr.velocity[1] * (t - tr.start), half, size - half)
+            paste(canvas, (scratch,), (0,), patch, int(round(x - x0)), int(round(y - y0)))
+        frames[i] = finish(canvas, rng)
+    return frames
+
+
+def render_audio(rng: np.random.Generator, tracks: list[Track], duration: int) -> np.ndarray:
+    """The soundtrack (duration * 16000,) float32: each track's class sound while it is visible,
+    with 50 ms fades, over a faint noise floor."""
+    out = rng.normal(0.0, 0.002, size=duration * SAMPLE_RATE)
+    for tr in tracks:
+        a, b = int(tr.start * SAMPLE_RATE), int(tr.end * SAMPLE_RATE)
+        out[a:b] += fade(class_sound(tr.obj.cls.name, b - a, rng))
+    return np.clip(out, -1.0, 1.0).astype(np.float32)
+
+
+def segment_labels(tracks: list[Track], start: float, end: float) -> list[ToyClass]:
+    """Classes visible for at least ``MIN_LABEL_SECONDS`` within [start, end), by class id."""
+    seen: dict[int, float] = {}
+    classes: dict[int, ToyClass] = {}
+    for tr in tracks:
+        overlap = min(end, tr.end) - max(start, tr.start)
+        if overlap > 0:
+            cid = tr.obj.cls.ade_class_id
+            seen[cid] = seen.get(cid, 0.0) + overlap
+            classes[cid] = tr.obj.cls
+    return [classes[c] for c in sorted(seen) if seen[c] >= MIN_LABEL_SECONDS]
+
+
+def make_video(cfg: WorldConfig, root: Path, index: int) -> dict:
+    """Plan, render and encode video ``index`` into ``root`` (the ``audioset`` folder); returns
+    its id, duration and segments [(start, end, [mid, ...]), ...]."""
+    rng = cfg.rng("audioset", index)
+    duration = int(rng.integers(cfg.min_video_seconds, cfg.max_video_seconds + 1))
+    tracks = plan_tracks(rng, cfg.classes, float(duration), cfg.image_size)
+    frames = render_frames(rng, tracks, duration, cfg.fps, cfg.image_size)
+    audio = render_audio(rng, tracks, duration)
+    ytid = youtube_id(cfg.seed, index)
+    encode_mp4(root / "videos" / f"{ytid}.mp4", frames, cfg.fps, audio, SAMPLE_RATE)
+    segments = []
+    for k in range(duration // cfg.segment_seconds):
+        start, end = k * cfg.segment_seconds, (k + 1) * cfg.segment_seconds
+        labels = segment_labels(tracks, start, end)
+        if labels:
+            segments.append((start, end, [c.mid for c in labels]))
+    return {"ytid": ytid, "duration": duration, "segments": segments,
+            "tracks": [{"class": tr.obj.cls.name, "start": round(tr.start, 3),
+                        "end": round(tr.end, 3)} for tr in tracks]}
+
+
+def write_segments_csv(path: Path, videos: list[dict], num_labels: int) -> int:
+    """Write the AudioSet segment CSV (three '#' header lines, then
+    ``YTID, start_seconds, end_seconds, "mid,mid"`` rows); returns the number of segments."""
+    rows = [(v["ytid"], s, e, labels) for v in videos for s, e, labels in v["segments"]]
+    positives = sum(len(r[3]) for r in rows)
+    lines = [
+        "# Segments csv created by ingest.toyworld",
+        f"# num_ytids={len(videos)}, num_segs={len(rows)}, num_unique_labels={num_labels}, "
+        f"num_positive_labels={positives}",
+        "# YTID, start_seconds, end_seconds, positive_labels",
+    ]
+    lines += [f'{y}, {s:.3f}, {e:.3f}, "{",".join(labels)}"' for y, s, e, labels in rows]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return len(rows)
+
+
+def write_class_labels_csv(path: Path, classes: tuple[ToyClass, ...]) -> None:
+    """Write the ontology class-label CSV (``index,mid,display_name``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["index,mid,display_name"]
+    lines += [f'{i},{c.mid},"{c.display_name}"' for i, c in enumerate(classes)]
+    path.write_text("\n".join(lines) + "\n")

@@ -1,0 +1,73 @@
+"""Settings of a toy world and the named size presets."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+
+from ingest.toyworld.classes import ToyClass, select_classes
+
+
+@dataclass(frozen=True)
+class WorldConfig:
+    """Everything that determines a generated world (with the seed, the output is a pure
+    function of this config).
+
+    Counts: ``speech_train``/``speech_val`` PlacesAudio captions; ``videos`` AudioSet-style MP4s
+    of ``min_video_seconds``-``max_video_seconds`` seconds (cut into 10 s segments);
+    ``eval_per_class`` prompts per class in each evaluation set.
+    """
+
+    seed: int = 0
+    num_classes: int = 12
+    speech_train: int = 2000
+    speech_val: int = 200
+    videos: int = 250
+    min_video_seconds: int = 10
+    max_video_seconds: int = 30
+    eval_per_class: int = 30
+    image_size: int = 128
+    fps: int = 8
+    segment_seconds: int = 10
+    sound_prompt_seconds: float = 4.0
+    adjective_prob: float = 0.3
+
+    @property
+    def classes(self) -> tuple[ToyClass, ...]:
+        """The classes in use."""
+        return select_classes(self.num_classes)
+
+    def rng(self, stream: str, index: int) -> np.random.Generator:
+        """The random generator of item ``index`` of ``stream``: independent of every other
+        item, of the worker that makes it and of the order of work; different seeds and
+        different streams never share a generator."""
+        return np.random.default_rng(np.random.SeedSequence([self.seed, STREAMS[stream], index]))
+
+    def to_dict(self) -> dict:
+        """Plain-dict form (for the manifest)."""
+        return asdict(self)
+
+
+# Every stream draws from its own seed sequence, so the evaluation scenes are held out from
+# (never equal to) the training scenes of the same world.
+STREAMS = {"placesaudio_train": 1, "placesaudio_val": 2, "audioset": 3, "eval_speech": 4,
+           "eval_sound": 5}
+
+SIZES: dict[str, dict] = {
+    "tiny": dict(speech_train=12, speech_val=4, videos=3, min_video_seconds=10,
+                 max_video_seconds=12, eval_per_class=1),
+    "small": dict(speech_train=300, speech_val=50, videos=30, eval_per_class=10),
+    "default": dict(),
+    "large": dict(speech_train=8000, speech_val=500, videos=1000, eval_per_class=40),
+}
+
+
+def preset(size: str, **overrides) -> WorldConfig:
+    """The config of a named size ("tiny", "small", "default", "large") with overrides."""
+    if size not in SIZES:
+        raise ValueError(f"unknown size {size!r}; choose from {sorted(SIZES)}")
+    base = WorldConfig(**SIZES[size])
+    return replace(base, **{k: v for k, v in overrides.items() if v is not None})
+
+

@@ -1,0 +1,184 @@
+"""Characteristic non-speech sounds of the toy-world classes (mono float32 at 16 kHz).
+
+Each class has its own pattern of pitch, rhythm and timbre (see ``ToyClass.sound``); every
+instance varies pitch, tempo, phase and loudness a little so that the sound must be recognised
+by its kind, not matched sample for sample.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+SAMPLE_RATE = 16000
+TARGET_RMS = 0.08
+
+
+def _t(n: int) -> np.ndarray:
+    return np.arange(n, dtype=np.float64) / SAMPLE_RATE
+
+
+def _band(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Band-limit ``x`` to [lo, hi] Hz with an FFT mask (zero-phase, deterministic)."""
+    spec = np.fft.rfft(x)
+    f = np.fft.rfftfreq(len(x), 1.0 / SAMPLE_RATE)
+    spec[(f < lo) | (f > hi)] = 0
+    return np.fft.irfft(spec, n=len(x))
+
+
+def _events(n: int, period: float, phase: float) -> np.ndarray:
+    """Start sample indices of a periodic event train."""
+    starts = np.arange(phase * period, n / SAMPLE_RATE, period)
+    return (starts * SAMPLE_RATE).astype(int)
+
+
+def _place(out: np.ndarray, start: int, grain: np.ndarray) -> None:
+    end = min(len(out), start + len(grain))
+    if start < end:
+        out[start:end] += grain[: end - start]
+
+
+def _ball(n, rng, pitch, tempo):
+    out = np.zeros(n)
+    t = _t(int(0.2 * SAMPLE_RATE))
+    f = 520 * pitch * np.exp(-t * 3.5)
+    grain = np.sin(2 * np.pi * np.cumsum(f) / SAMPLE_RATE) * np.exp(-t * 18)
+    for s in _events(n, 0.34 / tempo, rng.random()):
+        _place(out, s, grain)
+    return out
+
+
+def _star(n, rng, pitch, tempo):
+    out = np.zeros(n)
+    t = _t(int(0.3 * SAMPLE_RATE))
+    notes = np.array([1568.0, 1976.0, 2349.0, 3136.0]) * pitch
+    for i, s in enumerate(_events(n, 0.15 / tempo, rng.random())):
+        f = notes[i % len(notes)]
+        _place(out, s, (np.sin(2 * np.pi * f * t) + 0.3 * np.sin(4 * np.pi * f * t))
+               * np.exp(-t * 14))
+    return out
+
+
+def _box(n, rng, pitch, tempo):
+    out = np.zeros(n)
+    t = _t(int(0.06 * SAMPLE_RATE))
+    grain = np.sin(2 * np.pi * 330 * pitch * t) * np.exp(-t * 70)
+    grain += 0.4 * rng.standard_normal(len(t)) * np.exp(-t * 200)
+    for s in _events(n, 0.8 / tempo, rng.random()):
+        _place(out, s, grain)
+        _place(out, s + int(0.17 * SAMPLE_RATE), grain)
+    return out
+
+
+def _heart(n, rng, pitch, tempo):
+    out = np.zeros(n)
+    t = _t(int(0.15 * SAMPLE_RATE))
+    lub = np.sin(2 * np.pi * 55 * pitch * t) * np.sin(np.pi * t / t[-1])
+    dub = 0.7 * np.sin(2 * np.pi * 75 * pitch * t) * np.sin(np.pi * t / t[-1])
+    for s in _events(n, 0.9 / tempo, rng.random()):
+        _place(out, s, lub)
+        _place(out, s + int(0.28 * SAMPLE_RATE), dub)
+    return out
+
+
+def _fish(n, rng, pitch, tempo):
+    out = np.zeros(n)
+    t = _t(int(0.05 * SAMPLE_RATE))
+    count = rng.poisson(9 * tempo * n / SAMPLE_RATE)
+    for s in np.sort(rng.integers(0, n, size=count)):
+        f0 = rng.uniform(350, 600) * pitch
+        f = f0 * np.exp(t * 25)
+        _place(out, s, np.sin(2 * np.pi * np.cumsum(f) / SAMPLE_RATE) * np.sin(np.pi * t / t[-1]))
+    return out
+
+
+def _tree(n, rng, pitch, tempo):
+    noise = _band(rng.standard_normal(n), 150 * pitch, 600 * pitch)
+    swell = 0.55 + 0.45 * np.sin(2 * np.pi * 0.35 * tempo * _t(n) + rng.uniform(0, 2 * np.pi))
+    return noise * swell
+
+
+def _car(n, rng, pitch, tempo):
+    t = _t(n)
+    f = 90 * pitch * (1 + 0.03 * np.sin(2 * np.pi * 0.3 * t))
+    phase = np.cumsum(f) / SAMPLE_RATE
+    saw = 2 * (phase - np.floor(phase + 0.5))
+    firing = 0.6 + 0.4 * np.sin(2 * np.pi * 12 * tempo * t) ** 2
+    return _band(saw * firing, 40, 1500)
+
+
+def _bee(n, rng, pitch, tempo):
+    t = _t(n)
+    f = 230 * pitch * (1 + 0.04 * np.sin(2 * np.pi * 6 * tempo * t + rng.uniform(0, 6.3)))
+    square = np.sign(np.sin(2 * np.pi * np.cumsum(f) / SAMPLE_RATE))
+    return _band(square, 200, 3000)
+
+
+def _cloud(n, rng, pitch, tempo):
+    rumble = _band(rng.standard_normal(n), 20, 160 * pitch)
+    env = np.zeros(n)
+    t = _t(int(1.6 * SAMPLE_RATE))
+    grain = (1 - np.exp(-t * 12)) * np.exp(-t * 2.2)
+    for s in _events(n, 1.7 / tempo, rng.random()):
+        _place(env, s, grain * rng.uniform(0.6, 1.0))
+    return rumble * (0.15 + env)
+
+
+def _clock(n, rng, pitch, tempo):
+    out = np.zeros(n)
+    t = _t(int(0.012 * SAMPLE_RATE))
+    tick = np.sin(2 * np.pi * 3200 * pitch * t) * np.exp(-t * 500)
+    tock = np.sin(2 * np.pi * 2100 * pitch * t) * np.exp(-t * 500)
+    for i, s in enumerate(_events(n, 0.5 / tempo, rng.random())):
+        _place(out, s, tick if i % 2 == 0 else tock)
+    return out
+
+
+def _kite(n, rng, pitch, tempo):
+    t = _t(n)
+    f = 1200 * pitch + 300 * np.sin(2 * np.pi * 0.5 * tempo * t + rng.uniform(0, 6.3))
+    tone = np.sin(2 * np.pi * np.cumsum(f) / SAMPLE_RATE)
+    return tone + 0.15 * _band(rng.standard_normal(n), 900, 1800)
+
+
+def _phone(n, rng, pitch, tempo):
+    t = _t(n)
+    trill = np.where(np.sin(2 * np.pi * 20 * t) > 0, 1000.0, 1250.0) * pitch
+    tone = np.sin(2 * np.pi * np.cumsum(trill) / SAMPLE_RATE)
+    cycle = 1.5 / tempo
+    gate = ((t + rng.random() * cycle) % cycle) < 1.0
+    return tone * gate
+
+
+_SYNTHS: dict[str, Callable[..., np.ndarray]] = {
+    "ball": _ball, "star": _star, "box": _box, "heart": _heart, "fish": _fish, "tree": _tree,
+    "car": _car, "bee": _bee, "cloud": _cloud, "clock": _clock, "kite": _kite, "phone": _phone,
+}
+
+
+def class_sound(name: str, num_samples: int, rng: np.random.Generator) -> np.ndarray:
+    """``num_samples`` of class ``name``'s sound (float32 (N,), 16 kHz, RMS about 0.08 with a
+    random loudness factor in [0.7, 1.3]), with random pitch (+-10%), tempo (+-10%) and phase."""
+    if name not in _SYNTHS:
+        raise ValueError(f"no sound for class {name!r}")
+    if num_samples <= 0:
+        return np.zeros(0, np.float32)
+    pitch, tempo = rng.uniform(0.9, 1.1, size=2)
+    x = _SYNTHS[name](num_samples, rng, pitch, tempo)
+    rms = float(np.sqrt(np.mean(x * x)))
+    if rms > 0:
+        x = x * (TARGET_RMS * rng.uniform(0.7, 1.3) / rms)
+    return np.clip(x, -0.95, 0.95).astype(np.float32)
+
+
+def fade(x: np.ndarray, seconds: float = 0.05) -> np.ndarray:
+    """Raised-cosine fade-in and fade-out of ``seconds`` at both ends (no clicks at on/offsets)."""
+    k = min(int(seconds * SAMPLE_RATE), len(x) // 2)
+    if k == 0:
+        return x
+    ramp = 0.5 - 0.5 * np.cos(np.linspace(0, np.pi, k, dtype=np.float32))
+    y = x.copy()
+    y[:k] *= ramp
+    y[-k:] *= ramp[::-1]
+    return y

@@ -1,0 +1,147 @@
+"""Generating a whole toy world: the three raw layouts plus ``manifest.json``.
+
+Work items (one caption, one video, one prompt) are independent: each draws from its own seed
+stream (:meth:`WorldConfig.rng`) and writes its own files, so they run in a process pool and the
+result does not depend on the number of workers. Index files and the manifest are written by the
+parent process afterwards; the manifest comes last and marks a complete world.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+from tqdm import tqdm
+
+from ingest.toyworld import audioset, evalsets, placesaudio
+from ingest.toyworld.config import WorldConfig
+from ingest.toyworld.speech import SPEAKERS
+
+GENERATOR_VERSION = "1.0.0"
+OUTPUTS = ("placesaudio", "audioset", "eval", "manifest.json")
+SEGMENTS_CSV = "audioset/toyworld_segments.csv"
+CLASS_LABELS_CSV = "audioset/class_labels_indices.csv"
+VIDEO_PATH_TEMPLATE = "audioset/videos/{YTID}.mp4"
+
+Task = tuple[str, str, int]
+_STATE: dict = {}
+
+
+def _init_worker(cfg: WorldConfig, out: str) -> None:
+    _STATE["cfg"], _STATE["out"] = cfg, Path(out)
+
+
+def _run(task: Task) -> tuple[Task, dict]:
+    cfg, out = _STATE["cfg"], _STATE["out"]
+    corpus, part, index = task
+    if corpus == "audioset":
+        return task, audioset.make_video(cfg, out / "audioset", index)
+    if corpus == "placesaudio":
+        return task, placesaudio.make_caption(cfg, out / "placesaudio", part, index)
+    return task, evalsets.make_prompt(cfg, out / "eval" / part, part, index)
+
+
+def _tasks(cfg: WorldConfig) -> list[Task]:
+    # Videos first: they are the slowest items, so the pool stays balanced at the end.
+    tasks: list[Task] = [("audioset", "", i) for i in range(cfg.videos)]
+    tasks += [("placesaudio", "train", i) for i in range(cfg.speech_train)]
+    tasks += [("placesaudio", "val", i) for i in range(cfg.speech_val)]
+    for kind in evalsets.KINDS:
+        tasks += [("eval", kind, i) for i in range(cfg.eval_per_class * cfg.num_classes)]
+    return tasks
+
+
+def _execute(cfg: WorldConfig, out: Path, tasks: list[Task], workers: int,
+             progress: bool) -> Iterator[tuple[Task, dict]]:
+    bar = dict(total=len(tasks), desc="toyworld", unit="item", disable=not progress)
+    if workers <= 1:
+        _init_worker(cfg, str(out))
+        yield from tqdm(map(_run, tasks), **bar)
+        return
+    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    with ctx.Pool(workers, initializer=_init_worker, initargs=(cfg, str(out))) as pool:
+        yield from tqdm(pool.imap(_run, tasks, chunksize=2), **bar)
+
+
+def prepare_output(out: Path, force: bool) -> None:
+    """Make ``out`` ready: it must be empty or missing, unless ``force``, which removes only the
+    generator's own outputs from it."""
+    if out.exists() and any(out.iterdir()):
+        if not force:
+            raise FileExistsError(f"{out} is not empty; pass --force to replace a world there")
+        for name in OUTPUTS:
+            target = out / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def generate_world(cfg: WorldConfig, out: str | os.PathLike, workers: int | None = None,
+                   size_name: str = "custom", force: bool = False, progress: bool = True) -> dict:
+    """Generate the world described by ``cfg`` into ``out``; returns the manifest (also written
+    to ``out/manifest.json``). ``workers`` defaults to the number of CPU cores."""
+    out = Path(out)
+    prepare_output(out, force)
+    workers = os.cpu_count() or 1 if workers is None else workers
+    results: dict[tuple[str, str], list[dict]] = {}
+    for (corpus, part, _), record in _execute(cfg, out, _tasks(cfg), workers, progress):
+        results.setdefault((corpus, part), []).append(record)
+
+    for split in placesaudio.SPLITS:
+        placesaudio.write_metadata(out / "placesaudio", split, results.get(("placesaudio", split), []))
+    videos = results.get(("audioset", ""), [])
+    num_segments = audioset.write_segments_csv(out / SEGMENTS_CSV, videos, cfg.num_classes)
+    audioset.write_class_labels_csv(out / CLASS_LABELS_CSV, cfg.classes)
+    (out / "audioset" / "videos.json").write_text(json.dumps(videos, indent=1) + "\n")
+    for kind in evalsets.KINDS:
+        evalsets.write_csv(out / "eval" / kind, kind, results.get(("eval", kind), []))
+
+    manifest = {
+        "generator": "ingest.toyworld",
+        "version": GENERATOR_VERSION,
+        "seed": cfg.seed,
+        "size": size_name,
+        "config": cfg.to_dict(),
+        "classes": [{"name": c.name, "adjective": c.adjective, "color": list(c.color),
+                     "sound": c.sound, "mid": c.mid, "display_name": c.display_name,
+                     "ade_class_id": c.ade_class_id} for c in cfg.classes],
+        "speakers": [s.speaker_id for s in SPEAKERS],
+        "counts": {
+            "placesaudio_train": cfg.speech_train,
+            "placesaudio_val": cfg.speech_val,
+            "audioset_videos": len(videos),
+            "audioset_segments": num_segments,
+            "audioset_video_seconds": sum(v["duration"] for v in videos),
+            "eval_speech_prompts": cfg.eval_per_class * cfg.num_classes,
+            "eval_sound_prompts": cfg.eval_per_class * cfg.num_classes,
+        },
+        "paths": {
+            "placesaudio_root": "placesaudio",
+            "placesaudio_metadata": {s: f"placesaudio/metadata/{s}.json"
+                                     for s in placesaudio.SPLITS},
+            "audioset_segments_csv": SEGMENTS_CSV,
+            "audioset_class_labels_csv": CLASS_LABELS_CSV,
+            "audioset_video_template": VIDEO_PATH_TEMPLATE,
+            "audioset_videos_json": "audioset/videos.json",
+            "eval_speech": "eval/speech",
+            "eval_sound": "eval/sound",
+        },
+        "media": {"image_size": cfg.image_size, "video_fps": cfg.fps, "video_codec": "h264",
+                  "audio_codec": "aac", "video_audio_rate": 44100, "wav_rate": 16000},
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    return manifest
+
+
+def video_url_template(world: str | os.PathLike, base_url: str | None = None) -> str:
+    """The URL template (with ``{YTID}``) of a world's videos: ``base_url/{YTID}.mp4`` when the
+    videos folder is served over HTTP (e.g. ``http://127.0.0.1:8000``), else a file URL."""
+    if base_url is not None:
+        return base_url.rstrip("/") + "/{YTID}.mp4"
+    return (Path(world).resolve() / "audioset" / "videos").as_uri() + "/{YTID}.mp4"
