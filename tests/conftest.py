@@ -59,3 +59,12 @@ def s3_server(tmp_path_factory):
             else:
                 os.environ[k] = v
         server.stop()
+
+
+@_pytest.fixture(params=["local", "s3"])
+def storage_root(request, tmp_path):
+    """A fresh dataset root, once as a local folder and once as an ``s3://`` prefix on the
+    session's local S3 server: tests that take it run against both."""
+    if request.param == "local":
+        return str(tmp_path / "root")
+    return request.getfixturevalue("s3_server").fresh_url("root")
