@@ -1,0 +1,78 @@
+"""Reports: every measurement writes a JSON file (for machines) and a Markdown summary (for people)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+
+def percent(x: float) -> str:
+    """``0.4821 -> '48.2%'``."""
+    return f"{100 * x:.1f}%"
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A GitHub-flavoured Markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_report(out_dir: str | os.PathLike, name: str, report: Mapping[str, Any], markdown: str) -> tuple[Path, Path]:
+    """Write ``{out_dir}/{name}.json`` and ``{out_dir}/{name}.md``; returns both paths.
+
+    Each file is written under a temporary name and renamed, so a reader never sees half a report.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = (out / f"{name}.json", out / f"{name}.md")
+    for path, text in zip(paths, (json.dumps(report, indent=2) + "\n", markdown.rstrip() + "\n")):
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    return paths
+
+
+def segmentation_markdown(report: Mapping[str, Any]) -> str:
+    """The readable summary of a segmentation report (see ``SegmentationResult.to_dict``)."""
+    s = report["summary"]
+    kind = report["kind"]
+    lines = [
+        f"# {kind.capitalize()}-prompted semantic segmentation",
+        "",
+        f"- model: `{report['model']}`",
+        f"- data: `{report['data']}` ({report['prompts']} prompts, {s['classes']} classes scored)",
+        f"- heatmaps: max over heads, time average over "
+        + ("the word span +-%.2f s" % report["settings"]["word_pad_seconds"] if kind == "speech" else "the whole clip")
+        + f", bilinear to {report['label_size']} px labels after resize + centre crop",
+        "",
+        markdown_table(
+            ["mAP", "mIoU", "chance mAP (mean mask fraction)"],
+            [[percent(s["mAP"]), percent(s["mIoU"]), percent(s["chance_mAP"])]],
+        ),
+        "",
+        "## Per class",
+        "",
+    ]
+    rows = []
+    for c in sorted(report["classes"], key=lambda c: -c["ap"]):
+        example = report["examples"].get(str(c["class_id"]))
+        rows.append(
+            [
+                c["name"],
+                c["class_id"],
+                c["prompts"],
+                percent(c["ap"]),
+                percent(c["iou"]),
+                percent(c["positive_fraction"]),
+                f"[grid]({example})" if example else "",
+            ]
+        )
+    lines.append(markdown_table(["class", "id", "prompts", "AP", "IoU", "mask fraction", "examples"], rows))
+    if report["skipped_classes"]:
+        lines += ["", "## Not scored", ""]
+        lines += [f"- class {c['class_id']} ({c['prompts']} prompts): {c['reason']}" for c in report["skipped_classes"]]
+    return "\n".join(lines)
