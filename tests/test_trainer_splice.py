@@ -1,0 +1,106 @@
+"""Negative audio splicing: crossfade length and shape, mask algebra, determinism."""
+
+import math
+
+import pytest
+import torch
+
+from trainer.splice import (
+    Splice,
+    apply_splices,
+    crossfade_samples,
+    draw_splices,
+    raised_cosine_window,
+    splice_negatives,
+)
+
+SR = 16000
+
+
+@pytest.mark.parametrize(
+    "seconds, fade_seconds",
+    [(1.0, 0.5), (1.5, 0.5), (2.0, 0.5), (3.0, 0.75), (4.0, 1.0), (0.6, 0.3)],
+)
+def test_crossfade_length_is_quarter_at_least_half_second_capped_at_half(seconds, fade_seconds):
+    assert crossfade_samples(int(seconds * SR), SR) == int(fade_seconds * SR)
+
+
+def test_raised_cosine_window_shape():
+    w = raised_cosine_window(100, 20)
+    assert w.shape == (100,)
+    assert torch.all(w[20:80] == 1)
+    ramp = w[:20]
+    assert torch.all((ramp > 0) & (ramp < 1))
+    assert torch.all(ramp[1:] > ramp[:-1])
+    torch.testing.assert_close(w.flip(0), w)
+    x = (torch.arange(20, dtype=torch.float64) + 0.5) / 20
+    torch.testing.assert_close(ramp.double(), 0.5 - 0.5 * torch.cos(math.pi * x), rtol=0, atol=1e-6)
+    # Mid-ramp both sounds weigh the same.
+    torch.testing.assert_close(raised_cosine_window(10, 4)[:4] + raised_cosine_window(10, 4)[:4].flip(0),
+                               torch.ones(4))
+
+
+def _batch(b=4, n=10 * SR, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    valid = torch.tensor([n, n // 2, n, int(2.5 * SR)][:b])
+    audio = (torch.rand(b, n, generator=g) * 2 - 1) * (torch.arange(n) < valid.unsqueeze(1))
+    return audio, valid
+
+
+def test_drawn_splices_respect_the_ranges():
+    audio, valid = _batch()
+    for seed in range(20):
+        splices = draw_splices(valid, audio.shape[1], torch.Generator().manual_seed(seed), SR, 1.0, 4.0)
+        for i, sp in enumerate(splices):
+            assert sp.donor != i
+            assert SR <= sp.length <= min(4 * SR, int(valid[sp.donor]))
+            assert 0 <= sp.src and sp.src + sp.length <= valid[sp.donor]
+            assert 0 <= sp.dst and sp.dst + sp.length <= audio.shape[1]
+
+
+def test_applied_splice_mixes_audio_and_masks_by_the_crossfade():
+    audio, valid = _batch()
+    n = audio.shape[1]
+    # Clip 1 (5 s valid) gets 3 s of clip 0 starting 1 s before its padding begins.
+    plan = [None, Splice(donor=0, src=1000, dst=4 * SR, length=3 * SR), None, None]
+    out = apply_splices(audio, valid, plan, SR)
+    fade = crossfade_samples(3 * SR, SR)
+    assert fade == int(0.75 * SR)
+    w = raised_cosine_window(3 * SR, fade)
+    where = slice(4 * SR, 7 * SR)
+    torch.testing.assert_close(out.audio[1, where],
+                               audio[1, where] * (1 - w) + audio[0, 1000:1000 + 3 * SR] * w)
+    assert torch.equal(out.audio[1, :4 * SR], audio[1, :4 * SR])
+    assert torch.equal(out.audio[1, 7 * SR:], audio[1, 7 * SR:])
+    assert torch.equal(out.audio[[0, 2, 3]], audio[[0, 2, 3]])
+    # Negative mask: 0 on the clip's own audio, the fade over the piece, 1 on padding.
+    t = torch.arange(n)
+    own = (t < valid[1]).float()
+    expected_neg = 1 - own
+    expected_neg[where] = 1 - own[where] * (1 - w)
+    torch.testing.assert_close(out.negative_mask[1], expected_neg, atol=1e-6, rtol=0)
+    assert torch.all(out.negative_mask[1, 5 * SR:] == 1)  # padded silence counts as negative
+    torch.testing.assert_close(out.positive_mask + out.negative_mask, torch.ones_like(audio))
+    expected_sample_mask = own.clone()
+    expected_sample_mask[where] = 1  # the piece reaches into the padding: the encoder sees it
+    assert torch.equal(out.sample_mask[1], expected_sample_mask)
+    for i in (0, 2, 3):
+        assert torch.equal(out.negative_mask[i], (t >= valid[i]).float())
+    assert out.donors.tolist() == [-1, 0, -1, -1]
+
+
+def test_splice_is_deterministic_for_a_seed():
+    audio, valid = _batch()
+    a = splice_negatives(audio, valid, torch.Generator().manual_seed(7), SR)
+    b = splice_negatives(audio, valid, torch.Generator().manual_seed(7), SR)
+    c = splice_negatives(audio, valid, torch.Generator().manual_seed(8), SR)
+    assert torch.equal(a.audio, b.audio) and torch.equal(a.negative_mask, b.negative_mask)
+    assert not torch.equal(a.negative_mask, c.negative_mask)
+
+
+def test_single_clip_batch_only_masks_padding():
+    audio, valid = _batch(b=2)
+    out = splice_negatives(audio[1:], valid[1:], torch.Generator().manual_seed(0), SR)
+    assert int(out.donors[0]) == -1
+    assert torch.equal(out.audio, audio[1:])
+    assert torch.equal(out.negative_mask[0], (torch.arange(audio.shape[1]) >= valid[1]).float())

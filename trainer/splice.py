@@ -1,0 +1,166 @@
+"""Negative audio splicing for the splice regulariser (paper supplement; DESIGN.md section 4).
+
+Into every clip of a batch a 1-4 s piece of *another* clip's audio is mixed at a random offset,
+faded in and out with a raised-cosine crossfade of ``max(len / 4, 0.5 s)`` capped at ``len / 2``.
+The soft negative mask ``m[t]`` follows the crossfade: 1 where only the foreign piece plays, 0
+where only the clip's own audio plays, in between while both are heard. Padded silence at the
+end of short clips holds none of the clip's own sound, so it counts as negative too.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class SplicedAudio:
+    """Result of :func:`splice_negatives`; every tensor is ``(B, N)``.
+
+    Attributes:
+        audio: the waveforms with the negative pieces mixed in.
+        sample_mask: 1 where the encoder should see audio (the clip's valid samples and the
+            spliced piece), 0 on the remaining padding.
+        positive_mask: weight of the clip's own sound at each sample, ``valid * (1 - fade)``.
+        negative_mask: the soft splice mask ``1 - positive_mask`` (spliced piece and padding).
+        donors: ``(B,)`` index of the clip each piece came from (-1: nothing spliced).
+    """
+
+    audio: torch.Tensor
+    sample_mask: torch.Tensor
+    positive_mask: torch.Tensor
+    negative_mask: torch.Tensor
+    donors: torch.Tensor
+
+
+def crossfade_samples(piece_samples: int, sample_rate: int) -> int:
+    """Crossfade length of a piece: ``max(len / 4, 0.5 s)``, capped at ``len / 2`` (samples)."""
+    return int(min(max(piece_samples / 4, 0.5 * sample_rate), piece_samples / 2))
+
+
+def raised_cosine_window(length: int, fade: int) -> torch.Tensor:
+    """``(length,)`` weights rising ``0 -> 1`` over ``fade`` samples, flat, then falling back.
+
+    The ramp is ``0.5 - 0.5 cos(pi x)`` sampled at sample centres ``x = (i + 0.5) / fade``, so it
+    is symmetric, strictly inside ``(0, 1)`` on the ramps and exactly 1 on the flat part.
+    """
+    if length <= 0:
+        return torch.zeros(0)
+    fade = max(0, min(fade, length // 2))
+    window = torch.ones(length, dtype=torch.float64)
+    if fade:
+        x = (torch.arange(fade, dtype=torch.float64) + 0.5) / fade
+        ramp = 0.5 - 0.5 * torch.cos(math.pi * x)
+        window[:fade] = ramp
+        window[length - fade:] = ramp.flip(0)
+    return window.float()
+
+
+@dataclass(frozen=True)
+class Splice:
+    """One negative piece: ``length`` samples of clip ``donor`` from ``src`` mixed in at ``dst``."""
+
+    donor: int
+    src: int
+    dst: int
+    length: int
+
+
+def _uniform_int(low: int, high: int, generator: torch.Generator) -> int:
+    """An integer in ``[low, high]`` (inclusive)."""
+    return int(torch.randint(low, high + 1, (1,), generator=generator))
+
+
+def draw_splices(
+    valid_samples: torch.Tensor,
+    num_samples: int,
+    generator: torch.Generator,
+    sample_rate: int = 16000,
+    min_seconds: float = 1.0,
+    max_seconds: float = 4.0,
+) -> list[Splice | None]:
+    """Choose, for every clip, another clip and a piece of its valid audio to mix in.
+
+    Args:
+        valid_samples: ``(B,)`` real (non-padded) samples per clip.
+        num_samples: clip length ``N``.
+        generator: the source of every random choice.
+    Returns:
+        One :class:`Splice` per clip; None when there is no other clip with audio (``B == 1``).
+    """
+    b = valid_samples.shape[0]
+    lo = int(round(min_seconds * sample_rate))
+    hi = int(round(max_seconds * sample_rate))
+    out: list[Splice | None] = []
+    for i in range(b):
+        if b < 2:
+            out.append(None)
+            continue
+        donor = (i + _uniform_int(1, b - 1, generator)) % b
+        donor_len = int(valid_samples[donor])
+        length = min(_uniform_int(lo, hi, generator), donor_len, num_samples)
+        if length < 2:
+            out.append(None)
+            continue
+        src = _uniform_int(0, donor_len - length, generator)
+        dst = _uniform_int(0, num_samples - length, generator)
+        out.append(Splice(donor, src, dst, length))
+    return out
+
+
+def apply_splices(
+    audio: torch.Tensor,
+    valid_samples: torch.Tensor,
+    splices: list[Splice | None],
+    sample_rate: int = 16000,
+) -> SplicedAudio:
+    """Mix the pieces in with raised-cosine crossfades and build the masks.
+
+    Args:
+        audio: ``(B, N)`` waveforms, zero after ``valid_samples``.
+        valid_samples: ``(B,)``.
+        splices: one entry per clip (see :func:`draw_splices`).
+    """
+    b, n = audio.shape
+    valid = (torch.arange(n).unsqueeze(0) < valid_samples.unsqueeze(1)).to(audio.dtype)
+    out = audio.clone()
+    fade = torch.zeros_like(audio)
+    donors = torch.full((b,), -1, dtype=torch.long)
+    for i, sp in enumerate(splices):
+        if sp is None:
+            continue
+        w = raised_cosine_window(sp.length, crossfade_samples(sp.length, sample_rate)).to(audio.dtype)
+        where = slice(sp.dst, sp.dst + sp.length)
+        out[i, where] = out[i, where] * (1 - w) + audio[sp.donor, sp.src:sp.src + sp.length] * w
+        fade[i, where] = w
+        donors[i] = sp.donor
+    positive = valid * (1 - fade)
+    sample_mask = torch.maximum(valid, (fade > 0).to(audio.dtype))
+    return SplicedAudio(out, sample_mask, positive, 1 - positive, donors)
+
+
+def splice_negatives(
+    audio: torch.Tensor,
+    valid_samples: torch.Tensor,
+    generator: torch.Generator,
+    sample_rate: int = 16000,
+    min_seconds: float = 1.0,
+    max_seconds: float = 4.0,
+) -> SplicedAudio:
+    """Mix into each clip a piece of another clip of the batch (:func:`draw_splices` + :func:`apply_splices`).
+
+    Args:
+        audio: ``(B, N)`` float waveforms, zero-padded after ``valid_samples``.
+        valid_samples: ``(B,)`` number of real (non-padded) samples of each clip.
+        generator: the source of every random choice (a fixed seed gives a fixed result).
+        sample_rate: samples per second of ``audio``.
+        min_seconds, max_seconds: range of the piece length, drawn uniformly.
+    Returns:
+        :class:`SplicedAudio`. With ``B == 1`` there is no other clip: nothing is spliced and
+        only the padding is negative.
+    """
+    splices = draw_splices(valid_samples, audio.shape[1], generator, sample_rate, min_seconds,
+                           max_seconds)
+    return apply_splices(audio, valid_samples, splices, sample_rate)
