@@ -208,6 +208,8 @@ class ShardLoader:
         self.sources = resolve_sources(sources)
         self.sample_transform = sample_transform
         self._state = self._initial_state()
+        # Skip counts as last reported by each worker; kept when an evaluation pass completes.
+        self._errors: list[list[dict] | None] = [None] * config.logical_workers
 
     def _initial_state(self) -> dict:
         c = self.config
@@ -238,6 +240,7 @@ class ShardLoader:
         for batch, worker_state in batches:
             worker = worker_state["worker"]
             self._state["workers"][worker] = worker_state
+            self._errors[worker] = worker_state["errors"]
             self._state["next_worker"] = (worker + 1) % c.logical_workers
             self._state["batches"] += 1
             yield batch
@@ -262,14 +265,16 @@ class ShardLoader:
                                  f"loader has {key}={expected[key]!r}: exact resume needs them "
                                  f"equal")
         self._state = copy.deepcopy(state)
+        self._errors = [(w or {}).get("errors") for w in self._state["workers"]]
 
     @property
     def stats(self) -> dict[str, dict[str, int]]:
-        """Per source: samples skipped so far (``shard_errors``, ``sample_errors``) as reported
-        with the batches handed out."""
+        """Per source: damaged shards and undecodable samples skipped, as reported with the
+        batches handed out (training: since the start; evaluation: in the current or last
+        pass)."""
         out = {s.name: {"shard_errors": 0, "sample_errors": 0} for s in self.sources}
-        for worker_state in self._state["workers"]:
-            for source, errors in zip(self.sources, (worker_state or {}).get("errors", [])):
+        for worker_errors in self._errors:
+            for source, errors in zip(self.sources, worker_errors or []):
                 for k, v in errors.items():
                     out[source.name][k] += v
         return out

@@ -30,8 +30,9 @@ def exact_counts(weights: Sequence[float], batch_size: int) -> list[int]:
     props = normalize_weights(weights)
     raw = [p * batch_size for p in props]
     counts = [int(np.floor(r + 0.5)) for r in raw]
+    # Ties go to the earlier source: it keeps (or gets) the extra sample.
     while sum(counts) > batch_size:  # too many: take from the most over-rounded
-        i = max(range(len(counts)), key=lambda j: (counts[j] - raw[j], -j))
+        i = max(range(len(counts)), key=lambda j: (counts[j] - raw[j], j))
         counts[i] -= 1
     while sum(counts) < batch_size:
         i = max(range(len(counts)), key=lambda j: (raw[j] - counts[j], -j))

@@ -47,6 +47,7 @@ class StreamCounters:
     shard_errors: int = 0
     sample_errors: int = 0
     current_url: str | None = None
+    current_failed: bool = False
 
     def as_dict(self) -> dict[str, int]:
         return {"shard_errors": self.shard_errors, "sample_errors": self.sample_errors}
@@ -114,7 +115,7 @@ def open_shards(
     def stage(src: Iterable[dict]) -> Iterator[dict]:
         for item in src:
             url = item["url"]
-            counters.current_url = url
+            counters.current_url, counters.current_failed = url, False
             stream = storage.open_read(url, policy=policy, retry_not_found=True)
             try:
                 yield {"url": url, "stream": stream}
@@ -128,9 +129,11 @@ def shard_error_handler(counters: StreamCounters) -> Callable[[Exception], bool]
     """A webdataset handler: log and count a corrupt or truncated shard, then go on."""
 
     def handler(exn: Exception) -> bool:
-        counters.shard_errors += 1
-        log.warning("skipping the rest of shard %s (corrupt or truncated): %s",
-                    counters.current_url, exn.args[0] if exn.args else exn)
+        if not counters.current_failed:  # webdataset may report one damaged shard twice
+            counters.current_failed = True
+            counters.shard_errors += 1
+            log.warning("skipping the rest of shard %s (corrupt or truncated): %s",
+                        counters.current_url, exn.args[0] if exn.args else exn)
         return True
 
     return handler
