@@ -23,7 +23,7 @@ from yt_dlp.utils import parse_bytes
 
 from shards import storage
 
-YOUTUBE_URL_TEMPLATE = "https://www.youtube.com/watch?v={id}"
+YOUTUBE_URL_TEMPLATE = "https://www.youtube.com/watch?v={YTID}"
 
 log = logging.getLogger(__name__)
 

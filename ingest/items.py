@@ -12,23 +12,37 @@ _UNSAFE_KEY_CHARS = re.compile(r"[^A-Za-z0-9_\-]")
 
 
 @dataclass
+class Window:
+    """A clip to cut from an input: `[start, end)` seconds, its sample key and own metadata."""
+
+    start: float
+    end: float
+    key: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class WorkItem:
     """One input of a corpus: a media file (and for PlacesAudio a still image) plus metadata.
 
-    `windows` are `(start, end)` seconds to cut (an AudioSet segment); None splits the whole input
-    into consecutive clips, whose sample keys are `{key}-{index:04d}`. `meta` goes into every
-    sample's JSON (id, url, labels, caption, words, ...).
+    `windows` are the clips to cut (AudioSet segments of one video); None splits the whole
+    input into consecutive clips, whose sample keys are `{key}-{index:04d}`. `meta` goes into
+    every sample's JSON (id, url, caption, words, ...), updated by the window's own `meta`.
     """
 
     key: str
     source: str
     location: str
-    windows: list[tuple[float, float]] | None = None
+    windows: list[Window] | None = None
     image: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def sample_keys(self) -> list[str]:
+        """The keys its samples will have (split inputs: not known before decoding, so [])."""
+        return [w.key for w in self.windows] if self.windows is not None else []
 
 
 def safe_key(text: str) -> str:
@@ -55,9 +69,10 @@ def check_unique_keys(items: Sequence[WorkItem], where: str) -> None:
     """Stop with a message naming the first repeated key (repeats would clash in the dataset)."""
     seen: dict[str, int] = {}
     for row, item in enumerate(items):
-        if item.key in seen:
-            raise ValueError(f"{where}: rows {seen[item.key]} and {row} both give key {item.key!r}")
-        seen[item.key] = row
+        for key in {item.key, *item.sample_keys()}:
+            if key in seen:
+                raise ValueError(f"{where}: rows {seen[key]} and {row} both give key {key!r}")
+            seen[key] = row
 
 
 def fingerprint(items: Sequence[WorkItem]) -> str:

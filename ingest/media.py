@@ -233,12 +233,14 @@ def decode_clips(
     path: str | Path,
     options: MediaOptions = MediaOptions(),
     windows: Sequence[tuple[float, float]] | None = None,
-) -> tuple[MediaInfo, list[Clip]]:
+) -> tuple[MediaInfo, list[Clip | None]]:
     """Decode `path` once and cut it into clips.
 
-    `windows` are `(start, end)` seconds in the input (an AudioSet segment); when None the input
-    is split into consecutive `options.clip_seconds` clips. A window reaching past the end of the
-    input gives a shorter clip (its `duration` says how much is real). Raises `MediaError`.
+    `windows` are `(start, end)` seconds in the input (AudioSet segments); the clips returned
+    line up with them, None for a window that lies wholly past the end of the input (all of
+    them outside raises). A window reaching past the end gives a shorter clip (its `duration`
+    says how much is real). When `windows` is None the input is split into consecutive
+    `options.clip_seconds` clips. Raises `MediaError`.
     """
     container = _open(path)
     try:
@@ -247,7 +249,7 @@ def decode_clips(
         container.close()
 
 
-def _decode(container, path: str, options: MediaOptions, windows) -> tuple[MediaInfo, list[Clip]]:
+def _decode(container, path: str, options: MediaOptions, windows) -> tuple[MediaInfo, list[Clip | None]]:
     audio = container.streams.audio[0] if container.streams.audio else None
     videos = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
     video = videos[0] if videos else None
@@ -261,18 +263,20 @@ def _decode(container, path: str, options: MediaOptions, windows) -> tuple[Media
     if info.duration is None:
         raise MediaError("unknown_duration", f"{path}: the container states no duration")
 
+    asked = windows
     if windows is None:
         windows = clip_windows(info.duration, options)
+        if not windows:
+            raise MediaError("too_short", f"{path} lasts {info.duration:.3f} s, shorter than a clip")
     else:
         windows = [(float(s), min(float(e), info.duration)) for s, e in windows]
-        late = [(s, e) for s, e in windows if s >= info.duration or e <= s]
-        if late:
+        inside = [i for i, (s, e) in enumerate(windows) if s < e]
+        if not inside:
             raise MediaError(
                 "window_out_of_range",
-                f"{path} lasts {info.duration:.2f} s; window {late[0]} lies outside it",
+                f"{path} lasts {info.duration:.2f} s; the windows {list(asked)} lie outside it",
             )
-    if not windows:
-        raise MediaError("too_short", f"{path} lasts {info.duration:.3f} s, shorter than a clip")
+        windows = [windows[i] for i in inside]
 
     for stream in (audio, video):
         if stream is not None:
@@ -352,5 +356,10 @@ def _decode(container, path: str, options: MediaOptions, windows) -> tuple[Media
                 frame_times=targets[i * per_clip : (i + 1) * per_clip] if video is not None else [],
             )
         )
+    if asked is not None and len(clips) < len(asked):  # None marks the windows outside the input
+        aligned: list[Clip | None] = [None] * len(asked)
+        for i, clip in zip(inside, clips):
+            aligned[i] = clip
+        return info, aligned
     return info, clips
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import tarfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import av
@@ -30,12 +30,14 @@ Outcome = tuple[str, "dict[str, bytes] | str"]  # (key, encoded sample) or (key,
 
 
 def clip_key(item: WorkItem, index: int) -> str:
-    """Sample key of clip `index` of `item`: the item key when it names its windows."""
-    return item.key if item.windows is not None and len(item.windows) == 1 else f"{item.key}-{index:04d}"
+    """Sample key of clip `index` of `item`: its window's key, or `{key}-{index:04d}` when split."""
+    return item.windows[index].key if item.windows is not None else f"{item.key}-{index:04d}"
 
 
 def failure_belongs_to(item: WorkItem, failed_key: str) -> bool:
     """Whether a failure recorded under `failed_key` came from `item`."""
+    if failed_key in item.sample_keys():
+        return True
     return re.fullmatch(re.escape(item.key) + r"(-\d{4})?", failed_key) is not None
 
 
@@ -49,8 +51,10 @@ def _words_in(words: Sequence[Mapping[str, Any]], start: float, duration: float)
     return kept
 
 
-def _meta(item: WorkItem, clip: Clip, info: MediaInfo, still: bool) -> dict[str, Any]:
+def _meta(item: WorkItem, index: int, clip: Clip, info: MediaInfo, still: bool) -> dict[str, Any]:
     meta = {k: v for k, v in item.meta.items() if k != "words"}
+    if item.windows is not None:
+        meta.update(item.windows[index].meta)
     meta.update(
         source=item.source,
         clip_start=round(clip.start, 6),
@@ -74,21 +78,33 @@ def item_samples(item: WorkItem, job: JobOptions) -> Iterator[Outcome]:
     """Encoded samples of one input, or one failure naming why it gave none."""
     media = job.media
     still = item.image is not None
+    failed_keys = item.sample_keys() or [item.key]
+    windows = [(w.start, w.end) for w in item.windows] if item.windows is not None else None
     try:
-        frames_of_image = [read_image(item.image, media)] if still else None
+        frames_of_image = None
+        if still:
+            with local_copy(item.image, job.fetch) as image_path:
+                frames_of_image = [read_image(image_path, media)]
         with local_copy(item.location, job.fetch) as path:
-            options = media if not still else type(media)(**{**asdict(media), "audio_only": True})
-            info, clips = decode_clips(path, options, item.windows)
+            options = replace(media, audio_only=True) if still else media
+            info, clips = decode_clips(path, options, windows)
     except (MediaError, FetchError) as e:
-        yield item.key, f"{e.reason}: {e.detail}"
+        for key in failed_keys:
+            yield key, f"{e.reason}: {e.detail}"
         return
     except Exception as e:  # a decoder or library bug must not take the shard down
-        yield item.key, f"internal_error: {item.location}: {type(e).__name__}: {e}"
+        for key in failed_keys:
+            yield key, f"internal_error: {item.location}: {type(e).__name__}: {e}"
         return
     for index, clip in enumerate(clips):
         key = clip_key(item, index)
+        if clip is None:
+            window = item.windows[index]
+            yield key, (f"window_out_of_range: {item.location} lasts {info.duration:.2f} s; "
+                        f"the clip ({window.start:g}, {window.end:g}) lies outside it")
+            continue
         frames = frames_of_image or clip.frames
-        meta = _meta(item, clip, info, still)
+        meta = _meta(item, index, clip, info, still)
         if not frames:
             frames = [_placeholder_frame(media.short_side)]
             meta["audio_only"] = True

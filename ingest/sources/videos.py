@@ -16,7 +16,7 @@ import re
 import argparse
 from typing import Any
 
-from ingest.items import WorkItem, check_unique_keys, hashed_key, safe_key
+from ingest.items import Window, WorkItem, check_unique_keys, hashed_key, safe_key
 from shards import storage
 from shards.format import CLIP_SECONDS
 
@@ -92,7 +92,7 @@ def plan(table: str, limit: int | None = None) -> list[WorkItem]:
             end = float(row["end"]) if row.get("end") not in (None, "") else start + CLIP_SECONDS
             if not end > start >= 0:
                 raise ValueError(f"{table}: row {number} has start {start} and end {end}")
-            windows = [(start, min(end, start + CLIP_SECONDS))]
+            windows = [Window(start, min(end, start + CLIP_SECONDS), key)]
         items.append(WorkItem(key=key, source=SOURCE, location=_resolve(location, table),
                               windows=windows, meta=meta))
     check_unique_keys(items, table)
