@@ -23,7 +23,7 @@ def test_yaml_and_overrides(tmp_path):
     assert cfg.data.batch_size == 4 and cfg.seed == 3
     assert cfg.model == {"preset": "tiny"} or cfg.model["preset"] == "tiny"
     assert cfg.logging.trackers == []
-    assert [d.name for d in cfg.data.datasets] == ["audioset", "places"]
+    assert [d.url for d in cfg.data.datasets] == ["/d/audioset", "/d/places"]
     # Defaults are the paper's.
     assert cfg.warmup_aligner_steps == 3000 and cfg.optim.clip_grad == 10.0
     assert cfg.data.color_jitter == 0.2

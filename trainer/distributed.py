@@ -70,23 +70,8 @@ def gather_no_grad(x: torch.Tensor) -> torch.Tensor:
         return _gather_padded(x, _all_sizes(x.shape[0], x.device))
 
 
-def all_ranks_true(flag: bool, device: torch.device) -> bool:
-    """True when ``flag`` holds on every process (e.g. "my data stream has another batch").
-
-    Called at every step so all processes stop on the same step when any stream ends, and DDP
-    never waits for a process that has left.
-    """
+def local_offset(n: int, device: torch.device) -> int:
+    """Row of this process's first sample in the gathered batch (rank order)."""
     if not is_distributed():
-        return flag
-    t = torch.tensor([1 if flag else 0], device=device, dtype=torch.int32)
-    dist.all_reduce(t, op=dist.ReduceOp.MIN)
-    return bool(t.item())
-
-
-def sum_over_ranks(value: float, device: torch.device) -> float:
-    """Sum a scalar over processes (e.g. samples seen this step)."""
-    if not is_distributed():
-        return value
-    t = torch.tensor([value], device=device, dtype=torch.float64)
-    dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return float(t.item())
+        return 0
+    return sum(_all_sizes(n, device)[: dist.get_rank()])

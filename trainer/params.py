@@ -34,7 +34,7 @@ class DatasetSpec:
 
     url: str = _help("Dataset location: a local folder or s3://bucket/prefix holding index.json.")
     weight: float = _help("Relative share of each batch taken from this dataset.", default=1.0)
-    name: str = _help("Name used in logs (default: the last path component of url).", default="")
+    name: str = _help("Name used in logs (default: the name in the dataset's index).", default="")
 
 
 @dataclass
@@ -341,8 +341,6 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         validate(cfg)
     except ConfigError as err:
         raise ConfigError(f"{source}: {err}") from None
-    for ds in cfg.data.datasets:
-        ds.name = ds.name or ds.url.rstrip("/").rsplit("/", 1)[-1]
     return cfg
 
 

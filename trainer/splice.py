@@ -23,14 +23,15 @@ class SplicedAudio:
         audio: the waveforms with the negative pieces mixed in.
         sample_mask: 1 where the encoder should see audio (the clip's valid samples and the
             spliced piece), 0 on the remaining padding.
-        positive_mask: weight of the clip's own sound at each sample, ``valid * (1 - fade)``.
-        negative_mask: the soft splice mask ``1 - positive_mask`` (spliced piece and padding).
+        splice_mask: the crossfade weight of the foreign piece (0 outside it).
+        negative_mask: everything that is not the clip's own sound, ``1 - valid * (1 - fade)``:
+            the spliced piece and the padded silence (the paper's ``m_b``).
         donors: ``(B,)`` index of the clip each piece came from (-1: nothing spliced).
     """
 
     audio: torch.Tensor
     sample_mask: torch.Tensor
-    positive_mask: torch.Tensor
+    splice_mask: torch.Tensor
     negative_mask: torch.Tensor
     donors: torch.Tensor
 
@@ -136,9 +137,8 @@ def apply_splices(
         out[i, where] = out[i, where] * (1 - w) + audio[sp.donor, sp.src:sp.src + sp.length] * w
         fade[i, where] = w
         donors[i] = sp.donor
-    positive = valid * (1 - fade)
     sample_mask = torch.maximum(valid, (fade > 0).to(audio.dtype))
-    return SplicedAudio(out, sample_mask, positive, 1 - positive, donors)
+    return SplicedAudio(out, sample_mask, fade, 1 - valid * (1 - fade), donors)
 
 
 def splice_negatives(

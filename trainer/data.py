@@ -1,0 +1,109 @@
+"""Training data: the shards loader, per-sample augmentation in its workers, batch collation.
+
+Pipeline per process (rank)::
+
+    shards.loader.build_train_loader      mixed sources by weight (each batch split exactly),
+        |                                 split over ranks and workers, shuffled, resumable;
+        |                                 undecodable samples are skipped, never duplicated
+    TrainSampleTransform (in the workers) one random frame -> the paper's image augmentations
+        |
+    collate                               -> TrainBatch of tensors
+        |
+    trainer.splice (training process)     negative audio pieces from other clips of the batch
+
+The splice happens on the collated batch because it needs other clips' audio; its randomness
+comes from a generator seeded by (seed, rank, step, micro-batch), so it is exact on resume.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from shards.format import CLIP_SAMPLES
+from shards.loader import ShardLoader, Source, build_train_loader
+from trainer.augment import ImageAugment, augment_image, pick_frame
+from trainer.params import DataConfig
+
+
+@dataclass
+class TrainBatch:
+    """A collated batch of ``B`` clips.
+
+    Attributes:
+        images: ``(B, 3, S, S)`` float in [0, 1], augmented.
+        audio: ``(B, N)`` float 16 kHz waveforms, zero-padded.
+        valid_samples: ``(B,)`` real (non-padded) samples per clip.
+        keys, sources: sample keys and source names, for logs.
+    """
+
+    images: torch.Tensor
+    audio: torch.Tensor
+    valid_samples: torch.Tensor
+    keys: list[str]
+    sources: list[str]
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+class TrainSampleTransform:
+    """``(decoded sample, rng) -> compact training sample``; runs in the loader's workers.
+
+    A plain object (not a closure) so it pickles to worker processes under any start method.
+    """
+
+    def __init__(self, augment: ImageAugment) -> None:
+        self.augment = augment
+
+    def __call__(self, sample: dict, rng: np.random.Generator) -> dict:
+        g = torch.Generator().manual_seed(int(rng.integers(0, 2**63 - 1)))
+        frame = pick_frame(sample["frames"], g)
+        audio = np.asarray(sample["audio"], dtype=np.float32)
+        valid = int(sample["meta"].get("valid_samples", audio.shape[0]))
+        return {
+            "__key__": sample["__key__"],
+            "__source__": sample.get("__source__", ""),
+            "image": augment_image(frame, self.augment, g),
+            "audio": torch.from_numpy(audio),
+            "valid_samples": min(valid, audio.shape[0]),
+        }
+
+
+def collate(samples: list[dict]) -> TrainBatch:
+    """Stack transformed samples (see :class:`TrainSampleTransform`) into a :class:`TrainBatch`."""
+    audio = torch.zeros(len(samples), CLIP_SAMPLES)
+    for i, s in enumerate(samples):
+        n = min(s["audio"].shape[0], CLIP_SAMPLES)
+        audio[i, :n] = s["audio"][:n]
+    return TrainBatch(
+        images=torch.stack([s["image"] for s in samples]),
+        audio=audio,
+        valid_samples=torch.tensor([min(s["valid_samples"], CLIP_SAMPLES) for s in samples]),
+        keys=[s["__key__"] for s in samples],
+        sources=[s["__source__"] for s in samples],
+    )
+
+
+def image_augment(cfg: DataConfig) -> ImageAugment:
+    return ImageAugment(
+        size=cfg.image_size, scale=(cfg.crop_scale_min, cfg.crop_scale_max), hflip_p=cfg.hflip_p,
+        jitter=cfg.color_jitter, jitter_p=cfg.color_jitter_p, grayscale_p=cfg.grayscale_p,
+    )
+
+
+def build_loader(cfg: DataConfig, seed: int, rank: int, world_size: int) -> ShardLoader:
+    """This rank's endless, resumable stream of batches (lists of transformed samples)."""
+    return build_train_loader(
+        sources=[Source(d.url, d.weight, d.name or None) for d in cfg.datasets],
+        batch_size=cfg.batch_size,
+        seed=seed,
+        rank=rank,
+        world_size=world_size,
+        num_workers=cfg.num_workers,
+        sample_transform=TrainSampleTransform(image_augment(cfg)),
+        exact_mix=True,
+        shuffle_buffer=cfg.shuffle_buffer,
+    )

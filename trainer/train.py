@@ -1,0 +1,250 @@
+"""The training loop: phases, micro-batches, global-batch loss, clipping, logging, checkpoints.
+
+One optimizer step::
+
+    for each micro-batch (optim.grad_accum of them):
+        batch <- loader                         (time spent waiting is logged as data_wait)
+        splice negative audio                   (generator seeded by seed, rank, step, micro)
+        features <- DDP(model)(images, audio)   (autocast under mixed precision)
+        gather features from every process      (gradients flow back to each local slice)
+        loss <- DenseAVLoss(local, global)      (InfoNCE over the global batch; regularisers
+                                                 on the local pairs)
+        backward                                (DDP averages gradients over processes)
+    unscale (fp16), per-tensor clip, Adam step, warm-up scheduler step
+
+Every random draw in a step is seeded from (seed, rank, step), and the data loader resumes at
+its exact position, so a run resumed from a checkpoint repeats the uninterrupted run exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+from accelerate import Accelerator
+from torch import nn
+
+from denseav.losses import DenseAVLoss
+from denseav.model import AudioFeatures, DenseAV, DenseAVOutput, ImageFeatures
+from shards.format import SAMPLE_RATE
+from shards.loader import ShardLoader
+from shards.reader import derive_seed
+from trainer.checkpoint import CheckpointManager
+from trainer.data import TrainBatch, collate
+from trainer.distributed import gather_no_grad, gather_with_grad, is_distributed, local_offset
+from trainer.logger import TrainLogger
+from trainer.params import TrainConfig
+from trainer.splice import SplicedAudio, apply_splices, splice_negatives
+
+log = logging.getLogger("trainer")
+
+# Streams of derive_seed(seed, stream, rank, step, ...): independent per purpose.
+_STREAM_MODEL = 1
+_STREAM_SPLICE = 2
+_STREAM_LOSS = 3
+
+
+class ForwardModule(nn.Module):
+    """The module DDP wraps: a fresh shell per phase around the same :class:`DenseAV`.
+
+    DDP registers the parameters that require gradients when it is built, so entering phase 2
+    (backbones start training) needs a new wrapper; the shell keeps the model itself untouched.
+    """
+
+    def __init__(self, model: DenseAV) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor, waveform: torch.Tensor,
+                sample_mask: torch.Tensor) -> DenseAVOutput:
+        return self.model(images, waveform, sample_mask)
+
+
+def phase_at(step: int, warmup_aligner_steps: int) -> int:
+    """Phase of the optimizer step ``step`` (0-based): 1 during the aligner warm-up, then 2."""
+    return 1 if step < warmup_aligner_steps else 2
+
+
+def enter_phase(accelerator: Accelerator, model: DenseAV, phase: int) -> nn.Module:
+    """Set what trains and (re)build the distributed wrapper; returns the module to call."""
+    model.set_phase(phase)
+    accelerator.free_memory()  # drop the previous phase's DDP wrapper (we prepare only the model)
+    return accelerator.prepare_model(ForwardModule(model))
+
+
+def param_groups(model: DenseAV, lr: float) -> list[dict]:
+    """Named Adam groups: aligners + temperature, image LoRA, audio backbone (logged separately).
+
+    Every parameter that trains in some phase is included; Adam skips those whose gradient is
+    None, so frozen parameters are neither changed nor given optimizer state.
+    """
+    lora = [p for n, p in model.image_backbone.named_parameters() if "lora_" in n]
+    aligners = [model.inverse_temperature, *model.image_aligner.parameters(),
+                *model.audio_aligner.parameters()]
+    return [
+        {"name": "aligners", "params": aligners, "lr": lr},
+        {"name": "image_lora", "params": lora, "lr": lr},
+        {"name": "audio_backbone", "params": list(model.audio_backbone.parameters()), "lr": lr},
+    ]
+
+
+def clip_per_tensor(parameters: list[nn.Parameter], max_norm: float) -> tuple[float, int]:
+    """Scale each gradient tensor to norm <= ``max_norm`` on its own. Returns (largest norm, #clipped)."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return 0.0, 0
+    norms = torch.stack([torch.linalg.vector_norm(g.detach().float()) for g in grads])
+    if max_norm > 0:
+        scales = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+        for g, s in zip(grads, scales):
+            g.mul_(s.to(g.dtype))
+        clipped = int((norms > max_norm).sum())
+    else:
+        clipped = 0
+    return float(norms.max()), clipped
+
+
+def splice_batch(batch: TrainBatch, cfg: TrainConfig, generator: torch.Generator) -> SplicedAudio:
+    """Negative audio pieces for the batch (or only the padding masks when splicing is off)."""
+    if cfg.data.splice:
+        return splice_negatives(batch.audio, batch.valid_samples, generator, SAMPLE_RATE,
+                                cfg.data.splice_min_seconds, cfg.data.splice_max_seconds)
+    return apply_splices(batch.audio, batch.valid_samples, [None] * len(batch), SAMPLE_RATE)
+
+
+def _float(features: AudioFeatures | ImageFeatures) -> AudioFeatures | ImageFeatures:
+    if isinstance(features, AudioFeatures):
+        return AudioFeatures(features.features.float(), features.mask.float(), features.cls.float())
+    return ImageFeatures(features.features.float(), features.cls.float())
+
+
+def global_batch_loss(
+    loss_fn: DenseAVLoss,
+    out: DenseAVOutput,
+    splice_tokens: torch.Tensor,
+    generator: torch.Generator,
+) -> dict[str, torch.Tensor]:
+    """DenseAVLoss with negatives from every process (in float32).
+
+    Args:
+        out: this process's features. splice_tokens: ``(B, T)`` soft splice mask at token rate.
+    """
+    audio, image = _float(out.audio), _float(out.image)
+    gamma = out.inverse_temperature.float()
+    if not is_distributed():
+        return loss_fn(audio, image, gamma, splice_tokens, generator=generator)
+    all_audio = AudioFeatures(gather_with_grad(audio.features), gather_no_grad(audio.mask),
+                              gather_with_grad(audio.cls))
+    all_image = ImageFeatures(gather_with_grad(image.features), gather_with_grad(image.cls))
+    offset = local_offset(audio.features.shape[0], audio.features.device)
+    return loss_fn(audio, image, gamma, splice_tokens, all_audio=all_audio, all_image=all_image,
+                   offset=offset, generator=generator)
+
+
+@dataclass
+class RunState:
+    """Where the run is: optimizer steps done and the current phase."""
+
+    step: int
+    phase: int
+
+
+def train(
+    cfg: TrainConfig,
+    accelerator: Accelerator,
+    model: DenseAV,
+    loss_fn: DenseAVLoss,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    loader: ShardLoader,
+    checkpoints: CheckpointManager,
+    logger: TrainLogger,
+    state: RunState,
+) -> RunState:
+    """Run optimizer steps ``state.step .. cfg.steps - 1``; checkpoint every N and at the end."""
+    rank = accelerator.process_index
+    device = accelerator.device
+    world = accelerator.num_processes
+    accum = cfg.optim.grad_accum
+    samples_per_step = cfg.data.batch_size * world * accum
+    wrapped = enter_phase(accelerator, model, state.phase)
+    trainable = lambda: [p for p in model.parameters() if p.requires_grad]  # noqa: E731
+    batches: Iterator[list[dict]] = iter(loader)
+    window_start, window_steps, window_wait = time.perf_counter(), 0, 0.0
+    while state.step < cfg.steps:
+        phase = phase_at(state.step, cfg.warmup_aligner_steps)
+        if phase != state.phase:
+            log.info("step %d: phase %d -> %d (backbones start training)", state.step, state.phase, phase)
+            state.phase = phase
+            wrapped = enter_phase(accelerator, model, phase)
+        torch.manual_seed(derive_seed(cfg.seed, _STREAM_MODEL, rank, state.step) % (1 << 63))
+        optimizer.zero_grad(set_to_none=True)
+        totals: dict[str, torch.Tensor] = {}
+        for micro in range(accum):
+            t0 = time.perf_counter()
+            batch = collate(next(batches))
+            window_wait += time.perf_counter() - t0
+            logger.record_samples(state.step, batch.keys, batch.sources)
+            g_splice = torch.Generator().manual_seed(
+                derive_seed(cfg.seed, _STREAM_SPLICE, rank, state.step, micro) % (1 << 63))
+            g_loss = torch.Generator().manual_seed(
+                derive_seed(cfg.seed, _STREAM_LOSS, rank, state.step, micro) % (1 << 63))
+            spliced = splice_batch(batch, cfg, g_splice)
+            sync = contextlib.nullcontext() if micro == accum - 1 else accelerator.no_sync(wrapped)
+            with sync:
+                out = wrapped(batch.images.to(device), spliced.audio.to(device),
+                              spliced.sample_mask.to(device))
+                splice_tokens = model.token_mask(spliced.splice_mask.to(device))
+                terms = global_batch_loss(loss_fn, out, splice_tokens, g_loss)
+                accelerator.backward(terms["loss"] / accum)
+            for name, value in terms.items():
+                totals[name] = totals.get(name, 0.0) + value.detach().float() / accum
+        scaler = accelerator.scaler
+        if scaler is not None:
+            scaler.unscale_(optimizer)
+        grad_max, clipped = clip_per_tensor(trainable(), cfg.optim.clip_grad)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        scheduler.step()
+        state.step += 1
+        window_steps += 1
+        logger.advance()
+
+        if state.step % cfg.logging.every == 0 or state.step == cfg.steps:
+            elapsed = time.perf_counter() - window_start
+            names = sorted(totals)
+            local = torch.stack([totals[n] for n in names] + [
+                torch.tensor(window_wait / window_steps, device=device)])
+            mean = accelerator.reduce(local.to(device), reduction="mean")
+            scalars = {f"loss/{n}" if n != "loss" else "loss": float(v)
+                       for n, v in zip(names, mean[:-1])}
+            scalars.update({
+                "inverse_temperature": float(model.clamped_inverse_temperature().detach()),
+                "phase": float(state.phase),
+                "samples_per_s": samples_per_step * window_steps / max(elapsed, 1e-9),
+                "data_wait_s": float(mean[-1]),
+                "grad_norm_max": grad_max,
+                "grad_tensors_clipped": float(clipped),
+            })
+            for group in optimizer.param_groups:
+                scalars[f"lr/{group['name']}"] = float(group["lr"])
+            for source, errors in loader.stats.items():
+                scalars[f"data/{source}/skipped_samples"] = float(errors["sample_errors"])
+                scalars[f"data/{source}/skipped_shards"] = float(errors["shard_errors"])
+            logger.log(state.step, scalars)
+            window_start, window_steps, window_wait = time.perf_counter(), 0, 0.0
+
+        every = cfg.checkpoint.every
+        if (every > 0 and state.step % every == 0) or state.step == cfg.steps:
+            url = checkpoints.save(state.step, state.phase, model, optimizer, scheduler,
+                                   accelerator.scaler, loader.state_dict(),
+                                   {"seed": cfg.seed})
+            log.info("step %d: checkpoint written to %s", state.step, url)
+    return state
