@@ -13,6 +13,7 @@ renamed into place; an S3 upload (single or multipart) becomes visible only when
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import shutil
@@ -290,15 +291,66 @@ def download_file(url: str, dst_path: str, policy: RetryPolicy = DEFAULT_RETRY) 
             os.unlink(tmp)
 
 
-def open_read(url: str, policy: RetryPolicy = DEFAULT_RETRY, retry_not_found: bool = False
-              ) -> IO[bytes]:
-    """A readable binary stream over the object (S3: streamed, not loaded into memory)."""
-    if is_s3(url):
-        bucket, key = split_s3(url)
-        return with_retries(
-            "open", url, lambda: s3_client().get_object(Bucket=bucket, Key=key)["Body"], policy,
-            retry_not_found=retry_not_found,
+class _S3ReadStream(io.RawIOBase):
+    """A streamed S3 object that survives dropped connections.
+
+    A slow consumer can leave the HTTP response idle long enough for the server to close it; a
+    failed read re-opens the object at the current offset (a ranged GET) with backoff, so the
+    bytes delivered are always exactly the object's.
+    """
+
+    def __init__(self, url: str, policy: RetryPolicy, retry_not_found: bool):
+        self.url = url
+        self.bucket, self.key = split_s3(url)
+        self.policy = policy
+        self.offset = 0
+        self.body = None
+        self._open(retry_not_found)
+
+    def _open(self, retry_not_found: bool = False) -> None:
+        extra = {"Range": f"bytes={self.offset}-"} if self.offset else {}
+        self.body = with_retries(
+            "open", self.url,
+            lambda: s3_client().get_object(Bucket=self.bucket, Key=self.key, **extra)["Body"],
+            self.policy, retry_not_found=retry_not_found,
         )
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        view = memoryview(buffer).cast("B")
+        delays = self.policy.delays()
+        while True:
+            try:
+                data = self.body.read(len(view))
+                break
+            except Exception as exc:  # connection reset, read timeout, ...
+                delay = next(delays, None)
+                if delay is None:
+                    raise StorageError(f"read {self.url} at byte {self.offset}: "
+                                       f"{type(exc).__name__}: {exc}") from exc
+                log.warning("read %s at byte %d failed (%s); reopening in %.1fs", self.url,
+                            self.offset, type(exc).__name__, delay)
+                time.sleep(delay)
+                self.body.close()
+                self._open()
+        view[:len(data)] = data
+        self.offset += len(data)
+        return len(data)
+
+    def close(self) -> None:
+        if self.body is not None:
+            self.body.close()
+        super().close()
+
+
+def open_read(url: str, policy: RetryPolicy = DEFAULT_RETRY, retry_not_found: bool = False,
+              buffer_size: int = 1 << 20) -> IO[bytes]:
+    """A readable binary stream over the object (S3: streamed, not loaded into memory, and
+    re-opened at the current offset if the connection drops)."""
+    if is_s3(url):
+        return io.BufferedReader(_S3ReadStream(url, policy, retry_not_found), buffer_size)
     return with_retries("open", url, lambda: open(local_path(url), "rb"), policy,
                         retry_not_found=retry_not_found)
 

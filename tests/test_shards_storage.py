@@ -67,3 +67,15 @@ def test_credentials_never_in_errors(s3_server, monkeypatch):
         storage.read_bytes(s3_server.url("anything"), policy=FAST)
     assert "wrong-secret-value" not in str(info.value)
     assert "after" not in str(info.value)  # authentication errors are not retried
+
+
+def test_s3_stream_reopens_after_a_dropped_connection(s3_server, caplog):
+    url = s3_server.fresh_url("stream") + "/blob.bin"
+    payload = bytes(range(256)) * 20_000  # 5 MB
+    storage.write_bytes(url, payload)
+    stream = storage.open_read(url, policy=FAST, buffer_size=64 * 1024)
+    head = stream.read(1_000_000)
+    stream.raw.body.close()  # the server (or a proxy) drops the connection mid-object
+    assert head + stream.read() == payload
+    assert "reopening" in caplog.text
+    stream.close()
