@@ -1,0 +1,191 @@
+"""The one configuration object of a DenseAV model: backbones, aligners, aggregation and loss weights.
+
+``DenseAVConfig`` is a plain dataclass that round-trips through ``to_dict``/``from_dict`` (JSON and
+YAML friendly). Three presets:
+
+- ``DenseAVConfig.paper()``: the published model (DINO ViT-S/8 + HuBERT-large, 384-d, 1 head).
+- ``DenseAVConfig.toy()``: small randomly initialised ViT and HuBERT sized for the toy world
+  (64 px images, 16 kHz audio at ~50 Hz backbone rate), two heads.
+- ``DenseAVConfig.tiny()``: the smallest sensible model, for tests.
+
+A backbone is given by ``*_backbone`` (a Hugging Face model id or a local directory whose weights
+initialise it) and/or ``*_backbone_config`` (an architecture dict for the transformers config class,
+including ``model_type``). With only the dict, the backbone is built with random weights; with both,
+the dict is the configuration the weights are loaded into. ``DenseAV.save_pretrained`` stores the
+resolved architecture dict so a saved model rebuilds without looking anything up.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+AGGREGATIONS = ("multihead", "avgpool", "cls", "maxspace")
+SIMILARITY_IMPLS = ("fused", "naive")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _default_audio_overrides() -> dict[str, Any]:
+    # No layer drop and no SpecAugment masking: both make parameters unused in some steps (which
+    # distributed data parallel rejects) and neither is part of DenseAV's recipe.
+    return {"layerdrop": 0.0, "mask_time_prob": 0.0, "mask_feature_prob": 0.0}
+
+
+@dataclass
+class DenseAVConfig:
+    """Every setting of the model and its loss. Defaults are the paper's (section 3, 16)."""
+
+    # Backbones.
+    image_backbone: str | None = "facebook/dino-vits8"
+    image_backbone_config: dict[str, Any] | None = None
+    audio_backbone: str | None = "facebook/hubert-large-ls960-ft"
+    audio_backbone_config: dict[str, Any] | None = None
+    # Settings forced onto the audio backbone's transformers config (loaded or built).
+    audio_backbone_overrides: dict[str, Any] = field(default_factory=_default_audio_overrides)
+    attn_implementation: str = "sdpa"  # "eager" when attention weights are needed
+    image_mean: tuple[float, float, float] = IMAGENET_MEAN
+    image_std: tuple[float, float, float] = IMAGENET_STD
+
+    # LoRA on the image backbone's attention query/key/value projections.
+    lora_rank: int = 8
+    lora_alpha: float = 8.0
+    lora_dropout: float = 0.0
+
+    # Aligners.
+    feature_dim: int = 384
+    heads: int = 1
+    audio_conv_kernel: int = 3
+    audio_conv_stride: int = 3
+    audio_attention_heads: int = 6
+    pool_image_in_training: bool = True  # 2x2 average pooling of image features in training only
+
+    # Similarity aggregation (paper Table 4) and its implementation.
+    aggregation: str = "multihead"
+    similarity_impl: str = "fused"
+
+    # Trainable inverse temperature gamma (published code: init 1, clamped to [0.01, 100]).
+    inverse_temperature_init: float = 1.0
+    inverse_temperature_min: float = 0.01
+    inverse_temperature_max: float = 100.0
+
+    # Loss weights (paper eq. 5 and 15) and the NonNeg sample count (paper eq. 11).
+    dis_weight: float = 0.05
+    splice_weight: float = 0.01
+    silence_weight: float = 0.01
+    cal_weight: float = 0.1
+    nonneg_weight: float = 0.01
+    tv_weight: float = 0.01
+    nonneg_samples: int = 250
+
+    def __post_init__(self) -> None:
+        self.image_mean = tuple(self.image_mean)
+        self.image_std = tuple(self.image_std)
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first setting that cannot work."""
+        if self.image_backbone is None and self.image_backbone_config is None:
+            raise ValueError("DenseAVConfig: set image_backbone (name or path) or image_backbone_config")
+        if self.audio_backbone is None and self.audio_backbone_config is None:
+            raise ValueError("DenseAVConfig: set audio_backbone (name or path) or audio_backbone_config")
+        for name in ("image_backbone_config", "audio_backbone_config"):
+            arch = getattr(self, name)
+            if arch is not None and "model_type" not in arch:
+                raise ValueError(f"DenseAVConfig.{name} needs a 'model_type' (e.g. 'vit', 'hubert')")
+        if self.aggregation not in AGGREGATIONS:
+            raise ValueError(f"DenseAVConfig.aggregation={self.aggregation!r}; choose from {AGGREGATIONS}")
+        if self.similarity_impl not in SIMILARITY_IMPLS:
+            raise ValueError(
+                f"DenseAVConfig.similarity_impl={self.similarity_impl!r}; choose from {SIMILARITY_IMPLS}"
+            )
+        if self.heads < 1 or self.feature_dim % self.heads:
+            raise ValueError(f"DenseAVConfig: feature_dim={self.feature_dim} must split into heads={self.heads}")
+        if self.feature_dim % self.audio_attention_heads:
+            raise ValueError(
+                f"DenseAVConfig: feature_dim={self.feature_dim} must split into "
+                f"audio_attention_heads={self.audio_attention_heads}"
+            )
+        if not 0 < self.inverse_temperature_min <= self.inverse_temperature_init <= self.inverse_temperature_max:
+            raise ValueError("DenseAVConfig: need 0 < inverse_temperature_min <= init <= max")
+        if len(self.image_mean) != 3 or len(self.image_std) != 3:
+            raise ValueError("DenseAVConfig: image_mean and image_std need 3 values (RGB)")
+        if self.nonneg_samples < 1:
+            raise ValueError("DenseAVConfig.nonneg_samples must be >= 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON/YAML-ready dict (tuples become lists)."""
+        out = dataclasses.asdict(self)
+        out["image_mean"] = list(self.image_mean)
+        out["image_std"] = list(self.image_std)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DenseAVConfig:
+        """Inverse of ``to_dict``; unknown keys are an error naming them."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"DenseAVConfig: unknown setting(s) {unknown}")
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> DenseAVConfig:
+        """A copy with some settings changed."""
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def paper(cls, **changes: Any) -> DenseAVConfig:
+        """The published model: DINO ViT-S/8 + HuBERT-large-ls960-ft, 384-d features, one head."""
+        return cls(**changes)
+
+    @classmethod
+    def toy(cls, **changes: Any) -> DenseAVConfig:
+        """Randomly initialised small ViT (96 px, patch 8) and HuBERT (16 kHz in, 50 Hz out), 2 heads.
+
+        Sized so a batch of 16 ten-second clips trains on a CPU: a narrow conv feature encoder
+        (strides 5*4*4*4 = 320, like HuBERT's), 3 transformer layers of width 64, no dropout.
+        """
+        settings: dict[str, Any] = dict(
+            image_backbone=None,
+            image_backbone_config=dict(
+                model_type="vit", hidden_size=96, num_hidden_layers=4, num_attention_heads=4,
+                intermediate_size=256, image_size=96, patch_size=8, qkv_bias=True,
+                hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+            ),
+            audio_backbone=None,
+            audio_backbone_config=dict(
+                model_type="hubert", hidden_size=64, num_hidden_layers=3, num_attention_heads=4,
+                intermediate_size=128, conv_dim=[32, 32, 32, 64], conv_kernel=[10, 8, 4, 4],
+                conv_stride=[5, 4, 4, 4], num_conv_pos_embeddings=32, num_conv_pos_embedding_groups=8,
+                hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
+            ),
+            feature_dim=64,
+            heads=2,
+            audio_attention_heads=4,
+        )
+        settings.update(changes)
+        return cls(**settings)
+
+    @classmethod
+    def tiny(cls, **changes: Any) -> DenseAVConfig:
+        """The smallest model that still exercises every part (32 px images, 2 heads); for tests."""
+        settings: dict[str, Any] = dict(
+            image_backbone=None,
+            image_backbone_config=dict(
+                model_type="vit", hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                intermediate_size=64, image_size=32, patch_size=8, qkv_bias=True,
+            ),
+            audio_backbone=None,
+            audio_backbone_config=dict(
+                model_type="hubert", hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                intermediate_size=64, conv_dim=[16, 16, 16], conv_kernel=[10, 8, 8],
+                conv_stride=[5, 8, 8], num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
+                hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
+            ),
+            feature_dim=32,
+            heads=2,
+            audio_attention_heads=2,
+        )
+        settings.update(changes)
+        return cls(**settings)
