@@ -222,6 +222,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"export {name}={value}")
         sys.stdout.flush()
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with it ignored
         while server.process is not None and server.process.poll() is None:
             time.sleep(1)
         print("SeaweedFS exited", file=sys.stderr)
