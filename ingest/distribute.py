@@ -15,8 +15,9 @@ import json
 import logging
 import os
 import time
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import ray
 from tqdm.auto import tqdm
@@ -73,7 +74,8 @@ class _Progress:
 
 
 def _shard_task(shard_id: int, items: list[WorkItem], job: JobOptions, previous, progress) -> dict:
-    return write_shard(shard_id, items, job, previous, lambda s, f: progress.add.remote(s, f))
+    result = write_shard(shard_id, items, job, previous, lambda s, f: progress.add.remote(s, f))
+    return {**result, "node": ray.get_runtime_context().get_node_id()}
 
 
 _remote_shard_task = ray.remote(_shard_task)
@@ -136,9 +138,9 @@ def run_job(items: Sequence[WorkItem], job: JobOptions) -> RunSummary:
 
 
 def _run_tasks(shards, todo, previous, job: JobOptions, cpus: float) -> tuple[list[dict], dict[int, str]]:
-    opts: dict[str, Any] = dict(
-        num_cpus=job.ray.task_cpus, max_retries=job.ray.task_retries, retry_exceptions=True
-    )
+    opts: dict[str, Any] = {
+        "num_cpus": job.ray.task_cpus, "max_retries": job.ray.task_retries, "retry_exceptions": True,
+    }
     if job.ray.task_memory:
         opts["memory"] = job.ray.task_memory
     concurrency = job.ray.concurrency or max(1, int(cpus // job.ray.task_cpus))

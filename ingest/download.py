@@ -18,9 +18,9 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 _CHUNK = 1 << 20
 _DONE = ".extracted"
@@ -42,7 +42,7 @@ class Archive:
         return os.path.basename(urllib.parse.urlparse(self.url).path) or "download"
 
     @classmethod
-    def parse(cls, text: str) -> "Archive":
+    def parse(cls, text: str) -> Archive:
         """`URL` or `URL#sha256=HEX` / `URL#md5=HEX` (the form of the command line)."""
         url, _, fragment = text.partition("#")
         checksum = None

@@ -5,8 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 _UNSAFE_KEY_CHARS = re.compile(r"[^A-Za-z0-9_\-]")
 

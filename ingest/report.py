@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 SUMMARY_NAME = "ingest_summary.json"
 
@@ -40,6 +41,7 @@ class RunSummary:
     top_errors: list[dict[str, Any]] = field(default_factory=list)
     new_samples: int = 0  # written by this run
     new_failures: int = 0
+    nodes: int = 0  # Ray nodes that wrote shards in this run
     seconds: float = 0.0
     cpus: float = 0.0
     clips_per_second: float = 0.0
@@ -69,7 +71,8 @@ class RunSummary:
             lines.append(f"shard {shard_id} failed: {error[:300]}")
         lines.append(
             f"throughput: {self.clips_per_second:.2f} clips/s in {self.seconds:.1f} s on "
-            f"{self.cpus:g} CPUs = {self.clips_per_second_per_core:.2f} clips/s per core"
+            f"{self.cpus:g} CPUs ({self.nodes} nodes) = "
+            f"{self.clips_per_second_per_core:.2f} clips/s per core"
         )
         return "\n".join(lines)
 
@@ -113,6 +116,7 @@ def summarize(
         top_errors=[{"count": n, "pattern": p, "example": examples[p]} for p, n in patterns.most_common(top)],
         new_samples=new_samples,
         new_failures=sum(r["new_failures"] for r in results),
+        nodes=len({r["node"] for r in results if r.get("node")}),
         seconds=seconds,
         cpus=cpus,
         clips_per_second=rate,

@@ -10,8 +10,9 @@ from __future__ import annotations
 import re
 import tarfile
 import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, replace
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import av
 import numpy as np
@@ -120,15 +121,15 @@ def item_samples(item: WorkItem, job: JobOptions) -> Iterator[Outcome]:
 def _previous_samples(out_url: str, shard_id: int) -> Iterator[dict[str, bytes]]:
     """The samples of a published shard, in order, as `{"__key__": key, field: bytes}`."""
     current: dict[str, Any] = {}
-    with storage.open_read(storage.join(out_url, shard_name(shard_id))) as stream:
-        with tarfile.open(fileobj=stream, mode="r|") as tar:
-            for member in tar:
-                key, field = member.name.split(".", 1)
-                if current and current["__key__"] != key:
-                    yield current
-                    current = {}
-                current["__key__"] = key
-                current[field] = tar.extractfile(member).read()
+    url = storage.join(out_url, shard_name(shard_id))
+    with storage.open_read(url) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+        for member in tar:
+            key, field = member.name.split(".", 1)
+            if current and current["__key__"] != key:
+                yield current
+                current = {}
+            current["__key__"] = key
+            current[field] = tar.extractfile(member).read()
     if current:
         yield current
 

@@ -6,13 +6,8 @@ from __future__ import annotations
 import hashlib
 import http.server
 import os
-import socket
-import subprocess
-import sys
 import tarfile
 import threading
-import time
-import urllib.request
 
 import pytest
 import yt_dlp
@@ -21,13 +16,8 @@ from ingest.download import Archive, DownloadError, download, extract
 from ingest.fetch import FetchError, FetchOptions, download_video, local_copy, ytdlp_params
 from ingest.media import decode_clips
 from ingest.synthetic import MediaSpec, make_media
+from ingest.testing import free_port, serve_directory
 from shards import storage
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -35,23 +25,8 @@ def http_server(tmp_path_factory):
     """`python -m http.server` on 127.0.0.1 serving a folder with one MP4; stopped by its pid."""
     root = tmp_path_factory.mktemp("www")
     make_media(root / "clipA.mp4", MediaSpec(seconds=3, width=160, height=120))
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(root)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(base + "/", timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.1)
+    with serve_directory(root) as base:
         yield base, root
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def test_ytdlp_generic_extractor_fetches_a_plain_mp4(http_server, tmp_path):
@@ -81,7 +56,7 @@ def test_missing_video_fails_with_a_reason(http_server, tmp_path):
 
 
 def test_unreachable_host_fails_with_a_reason(tmp_path):
-    url = f"http://127.0.0.1:{_free_port()}/x.mp4"  # nothing listens there
+    url = f"http://127.0.0.1:{free_port()}/x.mp4"  # nothing listens there
     with pytest.raises(FetchError) as err:
         download_video(url, str(tmp_path), FetchOptions(retries=0, socket_timeout=2))
     assert err.value.reason in ("download_failed", "http_error", "timeout") and url in err.value.detail
@@ -136,9 +111,8 @@ def test_s3_input_is_copied_locally(s3_server, tmp_path):
     storage.upload_file(str(path), url)
     with local_copy(url, FetchOptions()) as local:
         assert local.read_bytes() == path.read_bytes()
-    with pytest.raises(FetchError) as err:
-        with local_copy(url + ".missing", FetchOptions()):
-            pass
+    with pytest.raises(FetchError) as err, local_copy(url + ".missing", FetchOptions()):
+        pass
     assert err.value.reason == "missing_file"
 
 
@@ -155,7 +129,8 @@ class _RangeHandler(http.server.SimpleHTTPRequestHandler):
         if not os.path.isfile(path):
             self.send_error(404)
             return
-        data = open(path, "rb").read()
+        with open(path, "rb") as f:
+            data = f.read()
         header = self.headers.get("Range")
         start = 0
         if header:
@@ -178,7 +153,7 @@ def range_server(tmp_path):
     with tarfile.open(root / "pack.tar.gz", "w:gz") as tar:
         tar.add(root / "pack", arcname="pack")
     _RangeHandler.ranges = []
-    handler = lambda *a, **k: _RangeHandler(*a, directory=str(root), **k)  # noqa: E731
+    handler = lambda *a, **k: _RangeHandler(*a, directory=str(root), **k)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

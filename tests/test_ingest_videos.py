@@ -4,9 +4,7 @@ failures, and a changed input."""
 
 from __future__ import annotations
 
-import io
 import json
-import shutil
 import tarfile
 
 import pyarrow as pa
@@ -19,6 +17,7 @@ from ingest.media import MediaOptions
 from ingest.report import SUMMARY_NAME
 from ingest.sources.videos import plan, read_table
 from ingest.synthetic import MediaSpec, make_media, truncate
+from ingest.testing import local_ray
 from shards import storage
 from shards.format import CLIP_SAMPLES, SAMPLE_RATE, decode_sample
 from shards.index import load_index
@@ -77,12 +76,8 @@ def corpus(tmp_path_factory):
 @pytest.fixture(scope="module")
 def ray_session(s3_server):
     """Started after the S3 server, so that the workers inherit its AWS_* settings."""
-    import ray
-
-    ray.init(address="local", num_cpus=2, object_store_memory=128 << 20, _memory=2 << 30,
-             include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
+    with local_ray():
+        yield
 
 
 def _samples(out_url: str) -> dict[str, dict]:

@@ -8,12 +8,12 @@ of splitting the whole video into 10 s clips. Relative paths are taken from the 
 
 from __future__ import annotations
 
+import argparse
 import csv
 import io
 import json
 import os
 import re
-import argparse
 from typing import Any
 
 from ingest.items import Window, WorkItem, check_unique_keys, hashed_key, safe_key
