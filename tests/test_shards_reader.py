@@ -10,8 +10,8 @@ import logging
 import tarfile
 from collections import Counter
 
-import numpy as np
 import pytest
+import torch
 
 from shards import storage
 from shards.loader import (
@@ -99,7 +99,8 @@ def test_exact_mix_per_batch_and_weighted_draws(tmp_path):
 
 
 def _record_rng(sample, rng):
-    sample["draw"] = float(rng.random())
+    # Both the given Generator and torch's global RNG (kornia-style augmentation) must replay.
+    sample["draw"] = (float(rng.random()), float(torch.rand(())))
     return sample
 
 
