@@ -81,13 +81,14 @@ def run_segmentation(args: argparse.Namespace) -> list[Path]:
 
 
 def run_retrieval(args: argparse.Namespace) -> list[Path]:
-    from evaluation.pairs import iter_pairs
+    from evaluation.pairs import count_pairs, iter_pairs
     from evaluation.retrieval import encode_pool, evaluate_retrieval
     from evaluation.runtime import load_model, pick_device
 
     device = pick_device(args.device)
     model = load_model(args.model, device)
-    pool = encode_pool(model, iter_pairs(args.data, args.pool), args.batch_size, device, total=args.pool)
+    total = min(args.pool, count_pairs(args.data))
+    pool = encode_pool(model, iter_pairs(args.data, args.pool), args.batch_size, device, total=total)
     result = evaluate_retrieval(model, pool, device=device)
     report = result | {"model": str(args.model), "data": str(args.data), "aggregation": model.config.aggregation}
     r = result["recall"]
@@ -112,15 +113,18 @@ def run_retrieval(args: argparse.Namespace) -> list[Path]:
 
 def run_disentanglement(args: argparse.Namespace) -> list[Path]:
     from evaluation.disentanglement import clip_head_scores, evaluate_disentanglement
-    from evaluation.pairs import iter_pairs
+    from evaluation.pairs import count_pairs, iter_pairs
     from evaluation.runtime import load_model, pick_device
 
     device = pick_device(args.device)
     model = load_model(args.model, device)
     if model.config.heads != 2:
         raise SystemExit(f"{args.model}: disentanglement needs a two-head model; this one has {model.config.heads} head(s)")
-    sound = clip_head_scores(model, iter_pairs(args.sound_data, args.clips), args.batch_size, device, "sound clips", args.clips)
-    speech = clip_head_scores(model, iter_pairs(args.speech_data, args.clips), args.batch_size, device, "speech clips", args.clips)
+    scores = {}
+    for name, data in (("sound", args.sound_data), ("speech", args.speech_data)):
+        total = min(args.clips, count_pairs(data))
+        scores[name] = clip_head_scores(model, iter_pairs(data, args.clips), args.batch_size, device, f"{name} clips", total)
+    sound, speech = scores["sound"], scores["speech"]
     result = evaluate_disentanglement(sound, speech)
     report = result | {"model": str(args.model), "sound_data": str(args.sound_data), "speech_data": str(args.speech_data)}
     means = result["mean_scaled_activation"]

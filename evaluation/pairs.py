@@ -51,6 +51,15 @@ def _shard_pairs(data: str, batch_size: int = 32) -> Iterator[Pair]:
             yield Pair(key=sample["__key__"], image=frames[len(frames) // 2], audio=sample["audio"][:valid])
 
 
+def count_pairs(data: str) -> int:
+    """How many clips the data holds (from the CSV or the shards index, without decoding)."""
+    if is_prompted_folder(data):
+        return len(load_prompted_set(data, check_files=False))
+    from shards.index import load_index
+
+    return load_index(data).total_samples
+
+
 def iter_pairs(data: str, limit: int | None = None) -> Iterator[Pair]:
     """The first ``limit`` clips (all when None) of a shards dataset or a prompted folder."""
     source = _prompted_pairs(data) if is_prompted_folder(data) else _shard_pairs(data)

@@ -104,3 +104,11 @@ def test_oracle_heatmap_scores_near_perfect(eval_sets):
     scores, _, _ = score_classes(results)
     assert min(s.ap for s in scores) > 0.9
     assert min(s.iou for s in scores) > 0.5
+
+
+def test_retrieval_over_a_prompted_folder(eval_sets, model_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["retrieval", "--model", str(model_dir), "--data", str(eval_sets["speech"]), "--out", str(out)]) == 0
+    report = json.loads((out / "retrieval.json").read_text())
+    assert report["pool"] == CLASSES * PER_CLASS  # fewer clips than the default 1000: said so
+    assert "only 6 clips" in capsys.readouterr().out

@@ -1,0 +1,108 @@
+"""Retrieval and disentanglement commands over shards datasets and prompted folders."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from denseav.config import DenseAVConfig
+from denseav.model import DenseAV
+from evaluation.__main__ import main
+from evaluation.pairs import count_pairs, iter_pairs
+from evaluation.retrieval import EncodedPool, evaluate_retrieval, similarity_matrix
+from shards.synthetic import write_synthetic_dataset
+
+
+@pytest.fixture(scope="module")
+def tiny_model() -> DenseAV:
+    torch.manual_seed(0)
+    return DenseAV(DenseAVConfig.tiny()).eval()
+
+
+@pytest.fixture(scope="module")
+def model_dir(tiny_model, tmp_path_factory):
+    return tiny_model.save_pretrained(tmp_path_factory.mktemp("model") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def shards_dataset(tmp_path_factory):
+    url = str(tmp_path_factory.mktemp("shards") / "places")
+    keys = write_synthetic_dataset(url, num_shards=2, samples_per_shard=6, frame_size=(32, 32), num_frames=3)
+    return url, keys
+
+
+def _pool(audio: torch.Tensor, image: torch.Tensor) -> EncodedPool:
+    n, c = audio.shape[:2]
+    return EncodedPool(image=image, image_cls=torch.zeros(n, c), audio=audio, audio_mask=torch.ones(n, audio.shape[-1]),
+                       audio_cls=torch.zeros(n, c), keys=[str(i) for i in range(n)])
+
+
+def test_similarity_matrix_rows_are_audio_and_columns_images(tiny_model):
+    rng = torch.Generator().manual_seed(0)
+    audio, image = torch.randn(5, 32, 3, generator=rng), torch.randn(5, 32, 2, 2, generator=rng)
+    sim = similarity_matrix(tiny_model, _pool(audio, image), block=2)
+    for i in range(5):
+        for j in range(5):
+            expected = tiny_model.similarity(audio[i : i + 1], image[j : j + 1], torch.ones(1, 3))
+            assert sim[i, j] == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_retrieval_of_matching_features_is_perfect(tiny_model):
+    # Clip i's audio and image share one-hot channel i: the diagonal wins every row and column.
+    eye = torch.eye(32)[:8]
+    pool = _pool(eye[:, :, None].repeat(1, 1, 3), eye[:, :, None, None].repeat(1, 1, 2, 2))
+    result = evaluate_retrieval(tiny_model, pool)
+    assert set(result["recall"].values()) == {1.0}
+    assert result["median_rank"] == {"a2v": 1.0, "v2a": 1.0}
+    # Shuffling the images breaks the pairs: R@1 drops to 0.
+    shuffled = _pool(pool.audio, pool.image[torch.roll(torch.arange(8), 1)])
+    assert evaluate_retrieval(tiny_model, shuffled)["recall"]["a2v_R@1"] == 0.0
+
+
+def test_pairs_from_shards_use_middle_frame_and_valid_audio(shards_dataset):
+    url, keys = shards_dataset
+    pairs = list(iter_pairs(url, limit=5))
+    assert [p.key for p in pairs] == keys[:5]
+    assert all(6 * 16000 <= len(p.audio) <= 160000 for p in pairs)
+    assert pairs[0].image.shape == (32, 32, 3)
+    assert count_pairs(url) == 12
+
+
+def test_retrieval_command_on_shards(model_dir, shards_dataset, tmp_path):
+    url, _ = shards_dataset
+    out = tmp_path / "out"
+    assert main(["retrieval", "--model", str(model_dir), "--data", url, "--pool", "10", "--out", str(out)]) == 0
+    report = json.loads((out / "retrieval.json").read_text())
+    assert report["pool"] == 10
+    assert set(report["recall"]) == {f"{d}_R@{k}" for d in ("a2v", "v2a") for k in (1, 5, 10)}
+    assert report["recall"]["a2v_R@10"] == 1.0  # 10-way: the true partner is always in the top 10
+    assert "R@10" in (out / "retrieval.md").read_text()
+
+
+def test_disentanglement_command(model_dir, shards_dataset, tmp_path):
+    url, _ = shards_dataset
+    out = tmp_path / "out"
+    assert main(["disentanglement", "--model", str(model_dir), "--sound-data", url, "--speech-data", url,
+                 "--clips", "4", "--out", str(out)]) == 0
+    report = json.loads((out / "disentanglement.json").read_text())
+    assert report["clips"] == {"sound": 4, "language": 4}
+    # The same clips on both sides cannot be told apart: PredDis is at chance.
+    assert report["PredDis"] == pytest.approx(0.5, abs=0.15)
+    assert 0.0 <= report["ActDis"] <= 1.0
+
+
+def test_disentanglement_refuses_one_head_model(tmp_path, shards_dataset):
+    url, _ = shards_dataset
+    torch.manual_seed(0)
+    one_head = DenseAV(DenseAVConfig.tiny(heads=1)).save_pretrained(tmp_path / "one")
+    with pytest.raises(SystemExit, match="two-head"):
+        main(["disentanglement", "--model", str(one_head), "--sound-data", url, "--speech-data", url,
+              "--out", str(tmp_path / "out")])
+
+
+def test_clip_order_is_stable(shards_dataset):
+    url, _ = shards_dataset
+    first = [p.key for p in iter_pairs(url)]
+    assert first == [p.key for p in iter_pairs(url)]
+    assert np.array_equal(next(iter_pairs(url)).audio, next(iter_pairs(url)).audio)
