@@ -104,19 +104,52 @@ def parent(url: str) -> str:
 
 # ---------------------------------------------------------------------------------------- S3
 _clients: dict[tuple, object] = {}
+_sessions: dict[tuple, object] = {}
 _clients_lock = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    global _clients_lock
+    _clients_lock = threading.Lock()  # the parent's lock may have been held by another thread
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def s3_client():
     """The process-wide boto3 S3 client (created once per process and per AWS settings).
 
-    Clients are not shared across ``fork``: the cache is keyed by pid, so DataLoader workers and
-    Ray tasks each build their own, once.
+    Clients (and their connection pools) are not shared across ``fork``: they are keyed by pid,
+    so DataLoader workers and Ray tasks each build their own, once. The boto3 session is shared,
+    so a forked worker reuses its parsed service model (a new client then takes ~10 ms, not
+    ~300 ms).
     """
-    key = (os.getpid(),) + tuple(os.environ.get(k) for k in _ENV_KEYS)
+    settings = tuple(os.environ.get(k) for k in _ENV_KEYS)
+    key = (os.getpid(),) + settings
     client = _clients.get(key)
     if client is not None:
         return client
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is None:
+            import boto3
+            from botocore.config import Config
+
+            endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+            config = Config(
+                retries={"max_attempts": 3, "mode": "standard"},
+                connect_timeout=10,
+                read_timeout=60,
+                max_pool_connections=32,
+                s3={"addressing_style": "path"} if endpoint else {},
+            )
+            session = _sessions.get(settings)
+            if session is None:
+                session = _sessions[settings] = boto3.session.Session()
+            region = session.region_name or ("us-east-1" if endpoint else None)
+            client = session.client("s3", region_name=region, config=config)
+            _clients[key] = client
+    return client
     with _clients_lock:
         client = _clients.get(key)
         if client is None:
