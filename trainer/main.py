@@ -151,7 +151,6 @@ def run(cfg: TrainConfig) -> RunState:
     })
     state = train(cfg, accelerator, model, loss_fn, optimizer, scheduler, loader, checkpoints,
                   logger, state)
-    logger.close()
 
     export = cfg.checkpoint.export_dir or os.path.join(cfg.output_dir, "final_model")
     if accelerator.is_main_process:
@@ -159,6 +158,7 @@ def run(cfg: TrainConfig) -> RunState:
         log.info("done at step %d. checkpoints: %s | final model (save_pretrained): %s | "
                  "logs: %s", state.step, cfg.checkpoint.dir, export, cfg.output_dir)
     accelerator.wait_for_everyone()
+    logger.close()  # ends the trackers and, under several processes, the process group
     return state
 
 
