@@ -24,15 +24,21 @@ from evaluation.runtime import batched, encode_pairs
 
 @torch.no_grad()
 def clip_head_scores(
-    model: DenseAV, pairs: Iterable[Pair], batch_size: int = 16, device: torch.device | str = "cpu",
-    desc: str = "clips", total: int | None = None,
+    model: DenseAV,
+    pairs: Iterable[Pair],
+    batch_size: int = 16,
+    device: torch.device | str = "cpu",
+    desc: str = "clips",
+    total: int | None = None,
 ) -> np.ndarray:
     """``(B, K)`` per-head similarity of every clip with its own image, in eval mode."""
     model.eval()
     out: list[np.ndarray] = []
     with tqdm(total=total, desc=desc, unit="clip") as bar:
         for batch in batched(pairs, batch_size):
-            img, aud = encode_pairs(model, [p.image for p in batch], [p.audio for p in batch], device)
+            img, aud = encode_pairs(
+                model, [p.image for p in batch], [p.audio for p in batch], device
+            )
             volume = paired_sim_volume(aud.features, img.features, model.config.heads).float()
             out.append(head_clip_scores(volume, aud.mask).cpu().numpy())
             bar.update(len(batch))
@@ -51,14 +57,24 @@ def evaluate_disentanglement(sound_scores: np.ndarray, speech_scores: np.ndarray
     is_sound = np.r_[np.ones(len(sound_scores), bool), np.zeros(len(speech_scores), bool)]
     scaled = min_max_scale_heads(scores)
     means = {
-        f"head{k}": {"sound": float(scaled[is_sound, k].mean()), "language": float(scaled[~is_sound, k].mean())}
+        f"head{k}": {
+            "sound": float(scaled[is_sound, k].mean()),
+            "language": float(scaled[~is_sound, k].mean()),
+        }
         for k in range(scores.shape[1])
     }
-    sound_head = int(np.argmax([scaled[is_sound, k].mean() - scaled[~is_sound, k].mean() for k in range(scores.shape[1])]))
+    sound_head = int(
+        np.argmax(
+            [
+                scaled[is_sound, k].mean() - scaled[~is_sound, k].mean()
+                for k in range(scores.shape[1])
+            ]
+        )
+    )
     return {
         "PredDis": pred_dis(scores, is_sound),
         "ActDis": act_dis(scores, is_sound),
-        "clips": {"sound": int(len(sound_scores)), "language": int(len(speech_scores))},
+        "clips": {"sound": len(sound_scores), "language": len(speech_scores)},
         "mean_scaled_activation": means,
         "sound_head": sound_head,
     }

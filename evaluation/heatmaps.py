@@ -49,7 +49,9 @@ def prompt_sample_mask(
             lo = max(0, int(np.floor((start - pad_seconds) * sample_rate)))
             hi = min(valid, int(np.ceil((end + pad_seconds) * sample_rate)))
             if hi <= lo:
-                raise ValueError(f"clip {i}: word span {span} lies outside the {valid / sample_rate:.2f} s of audio")
+                raise ValueError(
+                    f"clip {i}: word span {span} lies outside the {valid / sample_rate:.2f} s of audio"
+                )
         mask[i, lo:hi] = 1.0
     return mask
 
@@ -59,7 +61,9 @@ def weighted_time_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Ten
     w = weights.to(values.dtype)
     total = w.sum(-1)
     if bool((total <= 0).any()):
-        raise ValueError("a prompt covers no audio token; its span is shorter than the token spacing")
+        raise ValueError(
+            "a prompt covers no audio token; its span is shorter than the token spacing"
+        )
     shape = (w.shape[0],) + (1,) * (values.dim() - 4) + (w.shape[1], 1, 1)
     return (values * w.reshape(shape)).sum(-3) / total.reshape((-1,) + (1,) * (values.dim() - 2))
 

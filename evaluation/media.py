@@ -6,9 +6,9 @@ ffmpeg binary or shell is needed. Audio comes out as 16 kHz mono float32, video 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
-from typing import Sequence
 
 import av
 import numpy as np
@@ -50,7 +50,9 @@ def _upright(frame: av.VideoFrame) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(rgb, k=turns)) if turns else rgb
 
 
-def load_video_frames(path: str | Path, fps: float, max_seconds: float | None = None) -> tuple[np.ndarray, float]:
+def load_video_frames(
+    path: str | Path, fps: float, max_seconds: float | None = None
+) -> tuple[np.ndarray, float]:
     """Frames of the first video stream sampled at ``fps``, upright.
 
     Each output time ``i / fps`` takes the latest decoded frame at or before it.
@@ -124,7 +126,9 @@ def write_mp4(
     with av.open(str(path), mode="w") as out:
         vstream = out.add_stream("libx264", rate=rate)
         vstream.width, vstream.height, vstream.pix_fmt = w, h, "yuv420p"
-        astream = out.add_stream("aac", rate=sample_rate, layout="mono") if audio is not None else None
+        astream = (
+            out.add_stream("aac", rate=sample_rate, layout="mono") if audio is not None else None
+        )
         for rgb in frames:
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb[:h, :w]), format="rgb24")
             out.mux(vstream.encode(frame))
@@ -133,7 +137,9 @@ def write_mp4(
             samples = np.asarray(audio, dtype=np.float32).reshape(1, -1)
             chunk = 1024  # the AAC frame size
             for start in range(0, samples.shape[1], chunk):
-                aframe = av.AudioFrame.from_ndarray(samples[:, start : start + chunk], format="flt", layout="mono")
+                aframe = av.AudioFrame.from_ndarray(
+                    samples[:, start : start + chunk], format="flt", layout="mono"
+                )
                 aframe.sample_rate = sample_rate
                 aframe.pts = start
                 out.mux(astream.encode(aframe))

@@ -117,11 +117,15 @@ def class_segmentation_score(
         raise ValueError(f"class {class_id}: {len(heatmaps)} heatmaps for {len(masks)} masks")
     for i, (h, m) in enumerate(zip(heatmaps, masks)):
         if np.shape(h) != np.shape(m):
-            raise ValueError(f"class {class_id}, prompt {i}: heatmap {np.shape(h)} vs mask {np.shape(m)}")
+            raise ValueError(
+                f"class {class_id}, prompt {i}: heatmap {np.shape(h)} vs mask {np.shape(m)}"
+            )
     scores = np.concatenate([np.asarray(h, dtype=np.float64).reshape(-1) for h in heatmaps])
     labels = np.concatenate([np.asarray(m, dtype=bool).reshape(-1) for m in masks])
     if not labels.any():
-        raise ValueError(f"class {class_id}: no pixel of the class is visible in any of its prompts")
+        raise ValueError(
+            f"class {class_id}: no pixel of the class is visible in any of its prompts"
+        )
     iou, tau = best_threshold_iou(scores, labels)
     return ClassScore(
         class_id=int(class_id),
@@ -178,9 +182,7 @@ def retrieval_recall(similarity: np.ndarray, ks: Sequence[int] = (1, 5, 10)) -> 
     """
     ranks = retrieval_ranks(similarity)
     return {
-        f"{direction}_R@{k}": float(np.mean(r < k))
-        for k in ks
-        for direction, r in ranks.items()
+        f"{direction}_R@{k}": float(np.mean(r < k)) for k in ks for direction, r in ranks.items()
     }
 
 
@@ -223,7 +225,9 @@ def pred_dis(head_scores: np.ndarray, is_sound: np.ndarray) -> float:
     scaled = min_max_scale_heads(head_scores)
     _check_two_heads(scaled)
     labels = _dataset_indicators(is_sound)
-    delta = np.array([[binary_average_precision(scaled[:, k], labels[d]) for d in range(2)] for k in range(2)])
+    delta = np.array(
+        [[binary_average_precision(scaled[:, k], labels[d]) for d in range(2)] for k in range(2)]
+    )
     return _best_assignment(delta)
 
 
@@ -246,4 +250,3 @@ def act_dis(head_scores: np.ndarray, is_sound: np.ndarray) -> float:
 def _check_two_heads(scaled: np.ndarray) -> None:
     if scaled.shape[1] != 2:
         raise ValueError(f"PredDis/ActDis are defined for two heads, got {scaled.shape[1]}")
-

@@ -35,7 +35,9 @@ def is_prompted_folder(data: str) -> bool:
 
 def _prompted_pairs(data: str) -> Iterator[Pair]:
     for p in load_prompted_set(data).prompts:
-        yield Pair(key=f"row{p.row}", image=read_image(p.image_path), audio=load_audio(p.audio_path))
+        yield Pair(
+            key=f"row{p.row}", image=read_image(p.image_path), audio=load_audio(p.audio_path)
+        )
 
 
 def _shard_pairs(data: str, batch_size: int = 32) -> Iterator[Pair]:
@@ -46,9 +48,13 @@ def _shard_pairs(data: str, batch_size: int = 32) -> Iterator[Pair]:
         for sample in batch:
             frames, meta = sample["frames"], sample["meta"]
             if not frames:
-                raise ValueError(f"{sample.get('__url__', data)}: sample {sample['__key__']!r} has no frame")
+                raise ValueError(
+                    f"{sample.get('__url__', data)}: sample {sample['__key__']!r} has no frame"
+                )
             valid = int(meta.get("valid_samples", len(sample["audio"])))
-            yield Pair(key=sample["__key__"], image=frames[len(frames) // 2], audio=sample["audio"][:valid])
+            yield Pair(
+                key=sample["__key__"], image=frames[len(frames) // 2], audio=sample["audio"][:valid]
+            )
 
 
 def count_pairs(data: str) -> int:

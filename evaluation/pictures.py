@@ -41,7 +41,9 @@ def scale_unit(maps: np.ndarray, lo: float | None = None, hi: float | None = Non
     return np.clip((maps - lo) / max(hi - lo, 1e-8), 0.0, 1.0)
 
 
-def overlay_heads(image: np.ndarray, maps: np.ndarray, max_alpha: float = 0.8, dim: float = 0.55) -> np.ndarray:
+def overlay_heads(
+    image: np.ndarray, maps: np.ndarray, max_alpha: float = 0.8, dim: float = 0.55
+) -> np.ndarray:
     """Colour each head's activation over a dimmed image, head k in :func:`head_colour`.
 
     Args:
@@ -54,14 +56,18 @@ def overlay_heads(image: np.ndarray, maps: np.ndarray, max_alpha: float = 0.8, d
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
-def overlay_heatmap(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.55, cmap: str = "inferno") -> np.ndarray:
+def overlay_heatmap(
+    image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.55, cmap: str = "inferno"
+) -> np.ndarray:
     """Blend one ``(H, W)`` map in ``[0, 1]`` over the image with a colour map."""
     colours = colormaps[cmap](np.asarray(heatmap, dtype=np.float32))[..., :3] * 255
     out = image.astype(np.float32) * (1 - alpha) + colours * alpha
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
-def outline_mask(image: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int] = MASK_COLOUR) -> np.ndarray:
+def outline_mask(
+    image: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int] = MASK_COLOUR
+) -> np.ndarray:
     """Draw the boundary pixels of a bool ``(H, W)`` mask onto a copy of the image."""
     m = np.asarray(mask, dtype=bool)
     inner = m.copy()

@@ -25,7 +25,13 @@ from denseav.model import DenseAV
 from denseav.similarity import sim_volume
 from evaluation import pictures
 from evaluation.datasets import read_image
-from evaluation.media import SAMPLE_RATE, load_audio, load_video_frames, resize_center_crop, write_mp4
+from evaluation.media import (
+    SAMPLE_RATE,
+    load_audio,
+    load_video_frames,
+    resize_center_crop,
+    write_mp4,
+)
 from evaluation.runtime import batched, image_batch, load_model, model_image_size, pick_device
 
 
@@ -82,17 +88,27 @@ def compute_activations(
     duration = n / SAMPLE_RATE
     t = aud.features.shape[-1]
     weights = [
-        (model.token_mask(window_sample_masks(w, n).to(device)) * aud.mask).float() for w in windows_per_frame
+        (model.token_mask(window_sample_masks(w, n).to(device)) * aud.mask).float()
+        for w in windows_per_frame
     ]  # F x (W, T)
     token_frame = np.minimum((np.arange(t) + 0.5) / t * len(frames), len(frames) - 1).astype(int)
     maps, strength = [], torch.zeros(model.config.heads, t)
     indices = list(range(len(frames)))
-    for batch in tqdm(list(batched(indices, batch_size)), desc="frames", unit="batch", disable=len(frames) == 1):
+    for batch in tqdm(
+        list(batched(indices, batch_size)), desc="frames", unit="batch", disable=len(frames) == 1
+    ):
         img = model.encode_image(image_batch(list(crops[batch]), device))
-        volume = sim_volume(aud.features, img.features, model.config.heads)[0].float()  # (b, K, T, h, w)
+        volume = sim_volume(aud.features, img.features, model.config.heads)[
+            0
+        ].float()  # (b, K, T, h, w)
         for j, f in enumerate(batch):
             w = weights[f]
-            maps.append((torch.einsum("nt,kthw->nkhw", w, volume[j]) / w.sum(-1).clamp_min(1e-6)[:, None, None, None]).cpu())
+            maps.append(
+                (
+                    torch.einsum("nt,kthw->nkhw", w, volume[j])
+                    / w.sum(-1).clamp_min(1e-6)[:, None, None, None]
+                ).cpu()
+            )
             own = torch.from_numpy(token_frame == f)
             strength[:, own] = volume[j].flatten(-2).amax(-1)[:, own].cpu()
     return Activations(crops, torch.stack(maps).numpy(), strength.numpy(), duration)
@@ -108,27 +124,47 @@ def _panel(image: np.ndarray, display: int) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((display, display), Image.BILINEAR))
 
 
-def _head_overlay(frame: np.ndarray, maps: np.ndarray, lo: float, hi: float, display: int) -> np.ndarray:
+def _head_overlay(
+    frame: np.ndarray, maps: np.ndarray, lo: float, hi: float, display: int
+) -> np.ndarray:
     """Upsample ``(K, h, w)`` maps to the display size and colour each head over the frame."""
-    up = torch.nn.functional.interpolate(torch.from_numpy(maps)[None], size=(display, display), mode="bilinear", align_corners=False)[0]
+    up = torch.nn.functional.interpolate(
+        torch.from_numpy(maps)[None], size=(display, display), mode="bilinear", align_corners=False
+    )[0]
     return pictures.overlay_heads(_panel(frame, display), pictures.scale_unit(up.numpy(), lo, hi))
 
 
-def image_figure(act: Activations, windows: Sequence[tuple[float, float]], head_names: Sequence[str], display: int = 192) -> np.ndarray:
+def image_figure(
+    act: Activations,
+    windows: Sequence[tuple[float, float]],
+    head_names: Sequence[str],
+    display: int = 192,
+) -> np.ndarray:
     """The PNG: whole-clip overlay, one overlay per moment, the per-head strip and a legend."""
     maps = act.maps[0]  # (1 + M, K, h, w): whole clip first
     lo, hi = float(maps.min()), float(maps.max())
-    panels = [pictures.caption(_head_overlay(act.frames[0], maps[0], lo, hi, display), "whole clip")]
+    panels = [
+        pictures.caption(_head_overlay(act.frames[0], maps[0], lo, hi, display), "whole clip")
+    ]
     for (start, end), m in zip(windows[1:], maps[1:]):
-        panels.append(pictures.caption(_head_overlay(act.frames[0], m, lo, hi, display), f"{start:.1f}-{end:.1f} s"))
+        panels.append(
+            pictures.caption(
+                _head_overlay(act.frames[0], m, lo, hi, display), f"{start:.1f}-{end:.1f} s"
+            )
+        )
     per_row = 6
     rows = [panels[i : i + per_row] for i in range(0, len(panels), per_row)]
     row_width = min(len(panels), per_row) * (display + 4) - 4
-    strip = pictures.caption(pictures.activation_strip(pictures.scale_unit(act.strength), row_width), "activation over time")
+    strip = pictures.caption(
+        pictures.activation_strip(pictures.scale_unit(act.strength), row_width),
+        "activation over time",
+    )
     return pictures.grid([[pictures.head_legend(head_names)], *rows, [strip]])
 
 
-def video_frames(act: Activations, head_names: Sequence[str], display: int = 384) -> list[np.ndarray]:
+def video_frames(
+    act: Activations, head_names: Sequence[str], display: int = 384
+) -> list[np.ndarray]:
     """One picture per frame: the overlay of its moment, the strip with a time cursor, a legend."""
     lo, hi = float(act.maps.min()), float(act.maps.max())
     strength = pictures.scale_unit(act.strength)
@@ -142,7 +178,11 @@ def video_frames(act: Activations, head_names: Sequence[str], display: int = 384
 
 
 def predict_image(
-    model: DenseAV, image: np.ndarray, audio: np.ndarray, window: float = 1.0, head_names: Sequence[str] | None = None,
+    model: DenseAV,
+    image: np.ndarray,
+    audio: np.ndarray,
+    window: float = 1.0,
+    head_names: Sequence[str] | None = None,
     device: torch.device | str = "cpu",
 ) -> tuple[np.ndarray, Activations]:
     """Overlay picture ``(H, W, 3)`` uint8 for one image and an audio clip, and the activations."""
@@ -153,8 +193,13 @@ def predict_image(
 
 
 def predict_video(
-    model: DenseAV, frames: Sequence[np.ndarray], fps: float, audio: np.ndarray, window: float = 1.0,
-    head_names: Sequence[str] | None = None, device: torch.device | str = "cpu",
+    model: DenseAV,
+    frames: Sequence[np.ndarray],
+    fps: float,
+    audio: np.ndarray,
+    window: float = 1.0,
+    head_names: Sequence[str] | None = None,
+    device: torch.device | str = "cpu",
 ) -> tuple[list[np.ndarray], Activations]:
     """Overlay frames for a video: frame ``i`` (at ``i / fps`` s) shows the window centred on it."""
     windows = [[(i / fps - window / 2, i / fps + window / 2)] for i in range(len(frames))]
@@ -167,32 +212,62 @@ def default_head_names(model: DenseAV) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m evaluation.predict", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="checkpoint folder written by DenseAV.save_pretrained")
+    parser = argparse.ArgumentParser(
+        prog="python -m evaluation.predict",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--model", required=True, help="checkpoint folder written by DenseAV.save_pretrained"
+    )
     parser.add_argument("--video", help="a video with an audio track (any container PyAV reads)")
     parser.add_argument("--image", help="an image (with --audio)")
-    parser.add_argument("--audio", help="an audio file or a video whose sound to use (with --image)")
+    parser.add_argument(
+        "--audio", help="an audio file or a video whose sound to use (with --image)"
+    )
     parser.add_argument("--out", default="predict_out", help="output folder (default: predict_out)")
-    parser.add_argument("--window", type=float, default=1.0, help="seconds of audio per moment (default 1.0)")
-    parser.add_argument("--fps", type=float, default=10.0, help="video: frames per second of the output (default 10)")
-    parser.add_argument("--max-seconds", type=float, default=30.0, help="video: use at most this many seconds (default 30)")
-    parser.add_argument("--head-names", default=None,
-                        help="comma-separated names of the heads, e.g. 'sound,language' (default: head 0, head 1, ...)")
-    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument(
+        "--window", type=float, default=1.0, help="seconds of audio per moment (default 1.0)"
+    )
+    parser.add_argument(
+        "--fps",
+        type=float,
+        default=10.0,
+        help="video: frames per second of the output (default 10)",
+    )
+    parser.add_argument(
+        "--max-seconds",
+        type=float,
+        default=30.0,
+        help="video: use at most this many seconds (default 30)",
+    )
+    parser.add_argument(
+        "--head-names",
+        default=None,
+        help="comma-separated names of the heads, e.g. 'sound,language' (default: head 0, head 1, ...)",
+    )
+    parser.add_argument(
+        "--device", default=None, help="torch device (default: cuda if available, else cpu)"
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if bool(args.video) == bool(args.image or args.audio) or (args.image and not args.audio) or (args.audio and not args.image):
+    if (
+        bool(args.video) == bool(args.image or args.audio)
+        or (args.image and not args.audio)
+        or (args.audio and not args.image)
+    ):
         parser.error("give either --video FILE, or --image FILE and --audio FILE")
     device = pick_device(args.device)
     model = load_model(args.model, device)
     names = args.head_names.split(",") if args.head_names else default_head_names(model)
     if len(names) != model.config.heads:
-        parser.error(f"--head-names gives {len(names)} names for a model with {model.config.heads} heads")
+        parser.error(
+            f"--head-names gives {len(names)} names for a model with {model.config.heads} heads"
+        )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.video:
@@ -201,7 +276,9 @@ def main(argv: list[str] | None = None) -> int:
         pictures_, _ = predict_video(model, list(frames), fps, audio, args.window, names, device)
         path = write_mp4(out / f"{Path(args.video).stem}_heads.mp4", pictures_, fps, audio)
     else:
-        picture, _ = predict_image(model, read_image(args.image), load_audio(args.audio), args.window, names, device)
+        picture, _ = predict_image(
+            model, read_image(args.image), load_audio(args.audio), args.window, names, device
+        )
         path = out / f"{Path(args.image).stem}_heads.png"
         pictures.save_png(path, picture)
     print(f"wrote {path.resolve()}")

@@ -21,7 +21,9 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
-def write_report(out_dir: str | os.PathLike, name: str, report: Mapping[str, Any], markdown: str) -> tuple[Path, Path]:
+def write_report(
+    out_dir: str | os.PathLike, name: str, report: Mapping[str, Any], markdown: str
+) -> tuple[Path, Path]:
     """Write ``{out_dir}/{name}.json`` and ``{out_dir}/{name}.md``; returns both paths.
 
     Each file is written under a temporary name and renamed, so a reader never sees half a report.
@@ -40,13 +42,14 @@ def segmentation_markdown(report: Mapping[str, Any]) -> str:
     """The readable summary of a segmentation report (see ``SegmentationResult.to_dict``)."""
     s = report["summary"]
     kind = report["kind"]
+    pad = report["settings"]["word_pad_seconds"]
+    span = f"the word span +-{pad:.2f} s" if kind == "speech" else "the whole clip"
     lines = [
         f"# {kind.capitalize()}-prompted semantic segmentation",
         "",
         f"- model: `{report['model']}`",
         f"- data: `{report['data']}` ({report['prompts']} prompts, {s['classes']} classes scored)",
-        f"- heatmaps: max over heads, time average over "
-        + ("the word span +-%.2f s" % report["settings"]["word_pad_seconds"] if kind == "speech" else "the whole clip")
+        f"- heatmaps: max over heads, time average over {span}"
         + f", bilinear to {report['label_size']} px labels after resize + centre crop",
         "",
         markdown_table(
@@ -71,8 +74,13 @@ def segmentation_markdown(report: Mapping[str, Any]) -> str:
                 f"[grid]({example})" if example else "",
             ]
         )
-    lines.append(markdown_table(["class", "id", "prompts", "AP", "IoU", "mask fraction", "examples"], rows))
+    lines.append(
+        markdown_table(["class", "id", "prompts", "AP", "IoU", "mask fraction", "examples"], rows)
+    )
     if report["skipped_classes"]:
         lines += ["", "## Not scored", ""]
-        lines += [f"- class {c['class_id']} ({c['prompts']} prompts): {c['reason']}" for c in report["skipped_classes"]]
+        lines += [
+            f"- class {c['class_id']} ({c['prompts']} prompts): {c['reason']}"
+            for c in report["skipped_classes"]
+        ]
     return "\n".join(lines)

@@ -41,17 +41,30 @@ def _pad_time(x: torch.Tensor, t: int) -> torch.Tensor:
 
 @torch.no_grad()
 def encode_pool(
-    model: DenseAV, pairs: Iterable[Pair], batch_size: int = 16, device: torch.device | str = "cpu", total: int | None = None
+    model: DenseAV,
+    pairs: Iterable[Pair],
+    batch_size: int = 16,
+    device: torch.device | str = "cpu",
+    total: int | None = None,
 ) -> EncodedPool:
     """Encode images (resize + centre crop to the model input) and audio of every pair, in eval mode."""
     model.eval()
-    parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("image", "image_cls", "audio", "audio_mask", "audio_cls")}
+    parts: dict[str, list[torch.Tensor]] = {
+        k: [] for k in ("image", "image_cls", "audio", "audio_mask", "audio_cls")
+    }
     keys: list[str] = []
     with tqdm(total=total, desc="encoding", unit="clip") as bar:
         for batch in batched(pairs, batch_size):
-            img, aud = encode_pairs(model, [p.image for p in batch], [p.audio for p in batch], device)
-            for name, value in (("image", img.features), ("image_cls", img.cls), ("audio", aud.features),
-                                ("audio_mask", aud.mask), ("audio_cls", aud.cls)):
+            img, aud = encode_pairs(
+                model, [p.image for p in batch], [p.audio for p in batch], device
+            )
+            for name, value in (
+                ("image", img.features),
+                ("image_cls", img.cls),
+                ("audio", aud.features),
+                ("audio_mask", aud.mask),
+                ("audio_cls", aud.cls),
+            ):
                 parts[name].append(value.float().cpu())
             keys.extend(p.key for p in batch)
             bar.update(len(batch))
@@ -69,7 +82,9 @@ def encode_pool(
 
 
 @torch.no_grad()
-def similarity_matrix(model: DenseAV, pool: EncodedPool, block: int = 32, device: torch.device | str = "cpu") -> np.ndarray:
+def similarity_matrix(
+    model: DenseAV, pool: EncodedPool, block: int = 32, device: torch.device | str = "cpu"
+) -> np.ndarray:
     """``(N, N)`` clip similarities, ``[audio i, image j]``, by the model's aggregation."""
     n = len(pool.keys)
     rows = []
@@ -78,14 +93,24 @@ def similarity_matrix(model: DenseAV, pool: EncodedPool, block: int = 32, device
         sl = slice(start, min(start + block, n))
         rows.append(
             model.similarity(
-                pool.audio[sl].to(device), image, pool.audio_mask[sl].to(device),
-                audio_cls=pool.audio_cls[sl].to(device), image_cls=image_cls,
-            ).float().cpu()
+                pool.audio[sl].to(device),
+                image,
+                pool.audio_mask[sl].to(device),
+                audio_cls=pool.audio_cls[sl].to(device),
+                image_cls=image_cls,
+            )
+            .float()
+            .cpu()
         )
     return torch.cat(rows).numpy()
 
 
-def evaluate_retrieval(model: DenseAV, pool: EncodedPool, ks: tuple[int, ...] = (1, 5, 10), device: torch.device | str = "cpu") -> dict:
+def evaluate_retrieval(
+    model: DenseAV,
+    pool: EncodedPool,
+    ks: tuple[int, ...] = (1, 5, 10),
+    device: torch.device | str = "cpu",
+) -> dict:
     """Recall at ``ks`` both ways plus the median rank (1 = first) of each direction."""
     sim = similarity_matrix(model, pool, device=device)
     ranks = retrieval_ranks(sim)

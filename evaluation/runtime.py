@@ -73,7 +73,10 @@ def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
 
 @torch.no_grad()
 def encode_pairs(
-    model: DenseAV, images: Sequence[np.ndarray], waves: Sequence[np.ndarray], device: torch.device | str = "cpu"
+    model: DenseAV,
+    images: Sequence[np.ndarray],
+    waves: Sequence[np.ndarray],
+    device: torch.device | str = "cpu",
 ) -> tuple[ImageFeatures, AudioFeatures]:
     """Encode raw RGB uint8 images (resized + centre-cropped to the model input) and mono 16 kHz
     clips (zero-padded to the longest, with the sample mask) in one batch."""

@@ -25,7 +25,12 @@ from evaluation import pictures
 from evaluation.datasets import Prompt, PromptedSet, read_ade_seg, read_image
 from evaluation.heatmaps import WORD_PAD_SECONDS, prompt_sample_mask, prompted_heatmaps, upsample
 from evaluation.media import SAMPLE_RATE, load_audio, resize_center_crop
-from evaluation.metrics import ClassScore, binary_average_precision, class_segmentation_score, mean_class_scores
+from evaluation.metrics import (
+    ClassScore,
+    binary_average_precision,
+    class_segmentation_score,
+    mean_class_scores,
+)
 from evaluation.runtime import audio_batch, batched, image_batch, model_image_size
 
 
@@ -77,7 +82,9 @@ class SegmentationResult:
         return {
             "kind": self.kind,
             "summary": self.summary,
-            "classes": [asdict(c) | {"name": self.class_names.get(c.class_id)} for c in self.classes],
+            "classes": [
+                asdict(c) | {"name": self.class_names.get(c.class_id)} for c in self.classes
+            ],
             "skipped_classes": self.skipped_classes,
             "examples": {str(k): v for k, v in self.examples.items()},
         }
@@ -90,7 +97,10 @@ def _label_mask(prompt: Prompt, size: int) -> np.ndarray:
 
 @torch.no_grad()
 def compute_prompt_heatmaps(
-    model: DenseAV, prompted: PromptedSet, settings: SegmentationSettings, device: torch.device | str = "cpu"
+    model: DenseAV,
+    prompted: PromptedSet,
+    settings: SegmentationSettings,
+    device: torch.device | str = "cpu",
 ) -> list[PromptResult]:
     """Run the model over every prompt of the set (in eval mode) and keep its heatmaps and mask."""
     image_size = settings.image_size or model_image_size(model)
@@ -98,14 +108,24 @@ def compute_prompt_heatmaps(
     results: list[PromptResult] = []
     with tqdm(total=len(prompted), desc=f"{prompted.kind} prompts", unit="prompt") as bar:
         for batch in batched(prompted.prompts, settings.batch_size):
-            images = image_batch([resize_center_crop(read_image(p.image_path), image_size) for p in batch], device)
-            waveform, sample_mask, lengths = audio_batch([load_audio(p.audio_path) for p in batch], device)
+            images = image_batch(
+                [resize_center_crop(read_image(p.image_path), image_size) for p in batch], device
+            )
+            waveform, sample_mask, lengths = audio_batch(
+                [load_audio(p.audio_path) for p in batch], device
+            )
             try:
                 prompt_mask = prompt_sample_mask(
-                    [p.timing for p in batch], lengths, waveform.shape[1], SAMPLE_RATE, settings.word_pad_seconds
+                    [p.timing for p in batch],
+                    lengths,
+                    waveform.shape[1],
+                    SAMPLE_RATE,
+                    settings.word_pad_seconds,
                 )
             except ValueError as err:
-                raise ValueError(f"{prompted.root}: prompts of CSV rows {[p.row for p in batch]}: {err}") from err
+                raise ValueError(
+                    f"{prompted.root}: prompts of CSV rows {[p.row for p in batch]}: {err}"
+                ) from err
             maps = prompted_heatmaps(model, images, waveform, sample_mask, prompt_mask.to(device))
             for i, p in enumerate(batch):
                 results.append(
@@ -124,7 +144,9 @@ def _upsampled(results: Sequence[PromptResult]) -> list[np.ndarray]:
     return [upsample(torch.from_numpy(r.combined)[None], r.mask.shape)[0].numpy() for r in results]
 
 
-def score_classes(results: Sequence[PromptResult]) -> tuple[list[ClassScore], list[dict], dict[int, list[np.ndarray]]]:
+def score_classes(
+    results: Sequence[PromptResult],
+) -> tuple[list[ClassScore], list[dict], dict[int, list[np.ndarray]]]:
     """Per class: pool the upsampled heatmaps and masks of all its prompts, AP and IoU.
 
     Also fills each prompt's own AP (for choosing example pictures).
@@ -162,10 +184,18 @@ def example_grid(
 ) -> np.ndarray:
     """Rows best / worst / random prompt of one class: image with the true mask outlined, the
     max-over-heads heatmap, and each head's map in its own colour."""
-    ranked = [i for i in np.argsort([-(r.ap if r.ap is not None else -1.0) for r in members]) if members[i].ap is not None]
+    ranked = [
+        i
+        for i in np.argsort([-(r.ap if r.ap is not None else -1.0) for r in members])
+        if members[i].ap is not None
+    ]
     if not ranked:
         ranked = list(range(len(members)))
-    picks = [("best", ranked[0]), ("worst", ranked[-1]), ("random", int(rng.integers(len(members))))]
+    picks = [
+        ("best", ranked[0]),
+        ("worst", ranked[-1]),
+        ("random", int(rng.integers(len(members)))),
+    ]
     lo = float(min(h.min() for h in heatmaps))
     hi = float(max(h.max() for h in heatmaps))
     rows = []
@@ -177,9 +207,19 @@ def example_grid(
         ap = "n/a" if r.ap is None else f"{r.ap:.2f}"
         rows.append(
             [
-                pictures.caption(_panel(pictures.outline_mask(image, r.mask), display), f"{label}: AP {ap}"),
-                pictures.caption(_panel(pictures.overlay_heatmap(image, pictures.scale_unit(heat, lo, hi)), display), "max over heads"),
-                pictures.caption(_panel(pictures.overlay_heads(image, pictures.scale_unit(heads)), display), "per head"),
+                pictures.caption(
+                    _panel(pictures.outline_mask(image, r.mask), display), f"{label}: AP {ap}"
+                ),
+                pictures.caption(
+                    _panel(
+                        pictures.overlay_heatmap(image, pictures.scale_unit(heat, lo, hi)), display
+                    ),
+                    "max over heads",
+                ),
+                pictures.caption(
+                    _panel(pictures.overlay_heads(image, pictures.scale_unit(heads)), display),
+                    "per head",
+                ),
             ]
         )
     title = pictures.caption(np.zeros((1, display * 3, 3), np.uint8), class_label, size=14)

@@ -27,7 +27,9 @@ def test_average_precision_matches_sklearn(seed):
     labels[0] = True
     # Seeds 3..5 use few distinct values to exercise ties.
     scores = rng.normal(size=n) if seed < 3 else rng.integers(0, 4, size=n).astype(float)
-    assert binary_average_precision(scores, labels) == pytest.approx(average_precision_score(labels, scores))
+    assert binary_average_precision(scores, labels) == pytest.approx(
+        average_precision_score(labels, scores)
+    )
 
 
 def test_average_precision_invariant_to_monotone_transform():
@@ -81,10 +83,14 @@ def test_class_score_pools_pixels_of_all_prompts():
     pooled_scores = np.concatenate([h.ravel() for h in heatmaps])
     pooled_labels = np.concatenate([m.ravel() for m in masks])
     assert score.ap == pytest.approx(average_precision_score(pooled_labels, pooled_scores))
-    assert score.iou == pytest.approx(_brute_force_iou(pooled_scores.tolist(), pooled_labels.tolist()))
+    assert score.iou == pytest.approx(
+        _brute_force_iou(pooled_scores.tolist(), pooled_labels.tolist())
+    )
     assert (score.prompts, score.pixels) == (2, 38)
     # Pooling differs from averaging per-prompt APs in general.
-    per_prompt = np.mean([average_precision_score(m.ravel(), h.ravel()) for h, m in zip(heatmaps, masks)])
+    per_prompt = np.mean(
+        [average_precision_score(m.ravel(), h.ravel()) for h, m in zip(heatmaps, masks)]
+    )
     assert score.ap != pytest.approx(per_prompt, abs=1e-9)
 
 
@@ -97,7 +103,9 @@ def test_class_score_rejects_class_without_pixels_and_shape_mismatch():
 
 def test_mean_class_scores_is_plain_mean_over_classes():
     a = class_segmentation_score(1, [np.array([[1.0, 0.0]])], [np.array([[True, False]])])
-    b = class_segmentation_score(2, [np.array([[1.0, 0.0, 0.5, 0.2]])], [np.array([[False, True, False, False]])])
+    b = class_segmentation_score(
+        2, [np.array([[1.0, 0.0, 0.5, 0.2]])], [np.array([[False, True, False, False]])]
+    )
     means = mean_class_scores([a, b])
     assert means["mAP"] == pytest.approx((1.0 + 0.25) / 2)
     assert means["chance_mAP"] == pytest.approx((0.5 + 0.25) / 2)

@@ -15,8 +15,15 @@ from evaluation.predict import main, moment_windows, predict_image
 def _dropout_model() -> DenseAV:
     """A tiny model whose backbones drop half their activations in training mode."""
     base = DenseAVConfig.tiny()
-    image_arch = dict(base.image_backbone_config, hidden_dropout_prob=0.5, attention_probs_dropout_prob=0.5)
-    audio_arch = dict(base.audio_backbone_config, hidden_dropout=0.5, attention_dropout=0.5, activation_dropout=0.5)
+    image_arch = dict(
+        base.image_backbone_config, hidden_dropout_prob=0.5, attention_probs_dropout_prob=0.5
+    )
+    audio_arch = dict(
+        base.audio_backbone_config,
+        hidden_dropout=0.5,
+        attention_dropout=0.5,
+        activation_dropout=0.5,
+    )
     torch.manual_seed(0)
     return DenseAV(base.replace(image_backbone_config=image_arch, audio_backbone_config=audio_arch))
 
@@ -60,8 +67,25 @@ def test_image_and_audio_write_png(model_dir, tmp_path, capsys):
     Image.fromarray(_scene()).save(image_path)
     write_mp4(audio_path, [_scene()] * 4, 2.0, _tone(2.0))  # audio taken from any container
     out = tmp_path / "out"
-    assert main(["--model", str(model_dir), "--image", str(image_path), "--audio", str(audio_path),
-                 "--out", str(out), "--window", "0.5", "--head-names", "sound,language"]) == 0
+    assert (
+        main(
+            [
+                "--model",
+                str(model_dir),
+                "--image",
+                str(image_path),
+                "--audio",
+                str(audio_path),
+                "--out",
+                str(out),
+                "--window",
+                "0.5",
+                "--head-names",
+                "sound,language",
+            ]
+        )
+        == 0
+    )
     png = out / "scene_heads.png"
     with Image.open(png) as im:
         assert im.format == "PNG" and im.width > 4 * 192
@@ -72,7 +96,10 @@ def test_video_writes_mp4_with_audio(model_dir, tmp_path):
     frames = [np.roll(_scene(), 2 * i, axis=1) for i in range(16)]
     video = write_mp4(tmp_path / "clip.mp4", frames, 8.0, _tone(2.0))
     out = tmp_path / "out"
-    assert main(["--model", str(model_dir), "--video", str(video), "--out", str(out), "--fps", "4"]) == 0
+    assert (
+        main(["--model", str(model_dir), "--video", str(video), "--out", str(out), "--fps", "4"])
+        == 0
+    )
     result = out / "clip_heads.mp4"
     with av.open(str(result)) as container:
         kinds = sorted(s.type for s in container.streams)

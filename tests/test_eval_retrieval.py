@@ -28,14 +28,22 @@ def model_dir(tiny_model, tmp_path_factory):
 @pytest.fixture(scope="module")
 def shards_dataset(tmp_path_factory):
     url = str(tmp_path_factory.mktemp("shards") / "places")
-    keys = write_synthetic_dataset(url, num_shards=2, samples_per_shard=6, frame_size=(32, 32), num_frames=3)
+    keys = write_synthetic_dataset(
+        url, num_shards=2, samples_per_shard=6, frame_size=(32, 32), num_frames=3
+    )
     return url, keys
 
 
 def _pool(audio: torch.Tensor, image: torch.Tensor) -> EncodedPool:
     n, c = audio.shape[:2]
-    return EncodedPool(image=image, image_cls=torch.zeros(n, c), audio=audio, audio_mask=torch.ones(n, audio.shape[-1]),
-                       audio_cls=torch.zeros(n, c), keys=[str(i) for i in range(n)])
+    return EncodedPool(
+        image=image,
+        image_cls=torch.zeros(n, c),
+        audio=audio,
+        audio_mask=torch.ones(n, audio.shape[-1]),
+        audio_cls=torch.zeros(n, c),
+        keys=[str(i) for i in range(n)],
+    )
 
 
 def test_similarity_matrix_rows_are_audio_and_columns_images(tiny_model):
@@ -72,7 +80,22 @@ def test_pairs_from_shards_use_middle_frame_and_valid_audio(shards_dataset):
 def test_retrieval_command_on_shards(model_dir, shards_dataset, tmp_path):
     url, _ = shards_dataset
     out = tmp_path / "out"
-    assert main(["retrieval", "--model", str(model_dir), "--data", url, "--pool", "10", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "retrieval",
+                "--model",
+                str(model_dir),
+                "--data",
+                url,
+                "--pool",
+                "10",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     report = json.loads((out / "retrieval.json").read_text())
     assert report["pool"] == 10
     assert set(report["recall"]) == {f"{d}_R@{k}" for d in ("a2v", "v2a") for k in (1, 5, 10)}
@@ -83,8 +106,24 @@ def test_retrieval_command_on_shards(model_dir, shards_dataset, tmp_path):
 def test_disentanglement_command(model_dir, shards_dataset, tmp_path):
     url, _ = shards_dataset
     out = tmp_path / "out"
-    assert main(["disentanglement", "--model", str(model_dir), "--sound-data", url, "--speech-data", url,
-                 "--clips", "4", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "disentanglement",
+                "--model",
+                str(model_dir),
+                "--sound-data",
+                url,
+                "--speech-data",
+                url,
+                "--clips",
+                "4",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     report = json.loads((out / "disentanglement.json").read_text())
     assert report["clips"] == {"sound": 4, "language": 4}
     # The same clips on both sides cannot be told apart: PredDis is at chance.
@@ -97,8 +136,19 @@ def test_disentanglement_refuses_one_head_model(tmp_path, shards_dataset):
     torch.manual_seed(0)
     one_head = DenseAV(DenseAVConfig.tiny(heads=1)).save_pretrained(tmp_path / "one")
     with pytest.raises(SystemExit, match="two-head"):
-        main(["disentanglement", "--model", str(one_head), "--sound-data", url, "--speech-data", url,
-              "--out", str(tmp_path / "out")])
+        main(
+            [
+                "disentanglement",
+                "--model",
+                str(one_head),
+                "--sound-data",
+                url,
+                "--speech-data",
+                url,
+                "--out",
+                str(tmp_path / "out"),
+            ]
+        )
 
 
 def test_clip_order_is_stable(shards_dataset):

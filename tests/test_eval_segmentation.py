@@ -14,8 +14,13 @@ from evaluation.__main__ import main
 from evaluation.datasets import load_prompted_set, read_image
 from evaluation.heatmaps import upsample
 from evaluation.media import resize_center_crop
-from evaluation.segmentation import PromptResult, SegmentationSettings, _label_mask, compute_prompt_heatmaps, score_classes
-from ingest.toyworld.classes import BY_NAME
+from evaluation.segmentation import (
+    PromptResult,
+    SegmentationSettings,
+    _label_mask,
+    compute_prompt_heatmaps,
+    score_classes,
+)
 from ingest.toyworld.config import preset
 from ingest.toyworld.evalsets import make_prompt, write_csv
 
@@ -31,7 +36,9 @@ def eval_sets(tmp_path_factory) -> dict[str, Path]:
     sets = {}
     for kind in ("speech", "sound"):
         folder = root / kind
-        write_csv(folder, kind, [make_prompt(cfg, folder, kind, i) for i in range(CLASSES * PER_CLASS)])
+        write_csv(
+            folder, kind, [make_prompt(cfg, folder, kind, i) for i in range(CLASSES * PER_CLASS)]
+        )
         sets[kind] = folder
     return sets
 
@@ -43,10 +50,26 @@ def model_dir(tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("kind", ["speech", "sound"])
-def test_segmentation_command_writes_reports_and_grids(eval_sets, model_dir, tmp_path, kind, capsys):
+def test_segmentation_command_writes_reports_and_grids(
+    eval_sets, model_dir, tmp_path, kind, capsys
+):
     out = tmp_path / "out"
-    assert main(["segmentation", "--model", str(model_dir), "--data", str(eval_sets[kind]), "--out", str(out),
-                 "--batch-size", "4"]) == 0
+    assert (
+        main(
+            [
+                "segmentation",
+                "--model",
+                str(model_dir),
+                "--data",
+                str(eval_sets[kind]),
+                "--out",
+                str(out),
+                "--batch-size",
+                "4",
+            ]
+        )
+        == 0
+    )
     report = json.loads((out / f"segmentation_{kind}.json").read_text())
     assert report["kind"] == kind and report["prompts"] == CLASSES * PER_CLASS
     assert report["summary"]["classes"] == CLASSES
@@ -71,7 +94,10 @@ def test_class_ap_is_the_pooled_ap_of_upsampled_heatmaps(eval_sets, model_dir):
     for score in scores:
         members = [r for r in results if r.prompt.ade_class_id == score.class_id]
         assert len(members) == PER_CLASS
-        maps = [upsample(torch.from_numpy(r.combined)[None], (32, 32))[0].numpy().ravel() for r in members]
+        maps = [
+            upsample(torch.from_numpy(r.combined)[None], (32, 32))[0].numpy().ravel()
+            for r in members
+        ]
         labels = np.concatenate([r.mask.ravel() for r in members])
         assert score.ap == pytest.approx(average_precision_score(labels, np.concatenate(maps)))
     # Heatmaps live on the full-resolution eval feature grid (32 px / patch 8), never the pooled one.
@@ -89,7 +115,6 @@ def test_labels_follow_the_image_crop(eval_sets):
         inside = image[mask].mean(0)
         assert mask.any()
         assert inside[0] > inside[1] + 60 and inside[0] > inside[2] + 60, inside
-        assert tuple(BY_NAME["ball"].color)[0] > 200
 
 
 def test_oracle_heatmap_scores_near_perfect(eval_sets):
@@ -99,8 +124,12 @@ def test_oracle_heatmap_scores_near_perfect(eval_sets):
     results = []
     for p in prompted.prompts:
         mask = _label_mask(p, 32)
-        low = torch.nn.functional.avg_pool2d(torch.from_numpy(mask).float()[None, None], 4)[0, 0].numpy()
-        results.append(PromptResult(prompt=p, combined=low, per_head=np.stack([low, low]), mask=mask))
+        low = torch.nn.functional.avg_pool2d(torch.from_numpy(mask).float()[None, None], 4)[
+            0, 0
+        ].numpy()
+        results.append(
+            PromptResult(prompt=p, combined=low, per_head=np.stack([low, low]), mask=mask)
+        )
     scores, _, _ = score_classes(results)
     assert min(s.ap for s in scores) > 0.9
     assert min(s.iou for s in scores) > 0.5
@@ -108,7 +137,20 @@ def test_oracle_heatmap_scores_near_perfect(eval_sets):
 
 def test_retrieval_over_a_prompted_folder(eval_sets, model_dir, tmp_path, capsys):
     out = tmp_path / "out"
-    assert main(["retrieval", "--model", str(model_dir), "--data", str(eval_sets["speech"]), "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "retrieval",
+                "--model",
+                str(model_dir),
+                "--data",
+                str(eval_sets["speech"]),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     report = json.loads((out / "retrieval.json").read_text())
     assert report["pool"] == CLASSES * PER_CLASS  # fewer clips than the default 1000: said so
     assert "only 6 clips" in capsys.readouterr().out
