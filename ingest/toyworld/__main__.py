@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max-video-seconds", type=int, help="longest video (s)")
     p.add_argument("--eval-per-class", type=int, help="prompts per class in each eval set")
     p.add_argument("--image-size", type=int, help="image and video side in pixels (default 128)")
-    p.add_argument("--fps", type=int, help="video frame rate (default 8)")
+    p.add_argument("--fps", type=int, help="video frame rate (default 5)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
 
@@ -39,8 +39,10 @@ def main(argv: list[str] | None = None) -> None:
                  min_video_seconds=args.min_video_seconds,
                  max_video_seconds=args.max_video_seconds, eval_per_class=args.eval_per_class,
                  image_size=args.image_size, fps=args.fps)
-    if cfg.min_video_seconds < cfg.segment_seconds or cfg.max_video_seconds < cfg.min_video_seconds:
-        p.error("need 10 <= --min-video-seconds <= --max-video-seconds")
+    seg = cfg.segment_seconds
+    if cfg.min_video_seconds < seg or cfg.max_video_seconds // seg < cfg.min_video_seconds // seg:
+        p.error(f"need {seg} <= --min-video-seconds <= --max-video-seconds (videos last a "
+                f"whole number of {seg} s segments)")
     t0 = time.time()
     manifest = generate_world(cfg, args.out, workers=args.workers, size_name=args.size,
                               force=args.force, progress=not args.quiet)

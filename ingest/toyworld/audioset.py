@@ -1,6 +1,6 @@
 """The sound corpus in AudioSet's layout: MP4 videos and a segment CSV.
 
-    audioset/videos/<YTID>.mp4                 H.264 + AAC, ``fps`` frames/s, 10-30 s
+    audioset/videos/<YTID>.mp4                 H.264 + AAC (22.05 kHz), ``fps`` frames/s, 10/20/30 s
     audioset/toyworld_segments.csv             "# ..." x3, then YTID, start_seconds, end_seconds, positive_labels
     audioset/class_labels_indices.csv          index,mid,display_name
 
@@ -27,6 +27,7 @@ from ingest.toyworld.scene import MAX_HALF, MIN_HALF
 from ingest.toyworld.sounds import SAMPLE_RATE, class_sound, fade
 
 MIN_LABEL_SECONDS = 1.0
+VIDEO_AUDIO_RATE = 22050  # like web video, not the model's 16 kHz: the ingest must resample
 
 
 @dataclass(frozen=True)
@@ -127,12 +128,14 @@ def make_video(cfg: WorldConfig, root: Path, index: int) -> dict:
     """Plan, render and encode video ``index`` into ``root`` (the ``audioset`` folder); returns
     its id, duration and segments [(start, end, [mid, ...]), ...]."""
     rng = cfg.rng("audioset", index)
-    duration = int(rng.integers(cfg.min_video_seconds, cfg.max_video_seconds + 1))
+    seg = cfg.segment_seconds
+    duration = seg * int(rng.integers(cfg.min_video_seconds // seg, cfg.max_video_seconds // seg + 1))
     tracks = plan_tracks(rng, cfg.classes, float(duration), cfg.image_size)
     frames = render_frames(rng, tracks, duration, cfg.fps, cfg.image_size)
     audio = render_audio(rng, tracks, duration)
     ytid = youtube_id(cfg.seed, index)
-    encode_mp4(root / "videos" / f"{ytid}.mp4", frames, cfg.fps, audio, SAMPLE_RATE)
+    encode_mp4(root / "videos" / f"{ytid}.mp4", frames, cfg.fps, audio, SAMPLE_RATE,
+               VIDEO_AUDIO_RATE)
     segments = []
     for k in range(duration // cfg.segment_seconds):
         start, end = k * cfg.segment_seconds, (k + 1) * cfg.segment_seconds

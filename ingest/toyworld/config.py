@@ -28,7 +28,7 @@ class WorldConfig:
     max_video_seconds: int = 30
     eval_per_class: int = 30
     image_size: int = 128
-    fps: int = 8
+    fps: int = 5
     segment_seconds: int = 10
     sound_prompt_seconds: float = 4.0
     adjective_prob: float = 0.3
@@ -56,7 +56,7 @@ STREAMS = {"placesaudio_train": 1, "placesaudio_val": 2, "audioset": 3, "eval_sp
 
 SIZES: dict[str, dict] = {
     "tiny": dict(speech_train=12, speech_val=4, videos=3, min_video_seconds=10,
-                 max_video_seconds=12, eval_per_class=1),
+                 max_video_seconds=10, eval_per_class=1),
     "small": dict(speech_train=300, speech_val=50, videos=30, eval_per_class=10),
     "default": dict(),
     "large": dict(speech_train=8000, speech_val=500, videos=1000, eval_per_class=40),

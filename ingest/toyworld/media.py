@@ -48,7 +48,7 @@ def ffmpeg_exe() -> str:
 
 
 def encode_mp4(path: Path, frames: np.ndarray, fps: int, audio: np.ndarray, audio_rate: int,
-               out_audio_rate: int = 44100) -> None:
+               out_audio_rate: int) -> None:
     """Encode frames (N, H, W, 3) uint8 at ``fps`` and mono float audio at ``audio_rate`` into
     an MP4 (H.264 yuv420p, AAC at ``out_audio_rate``), deterministically."""
     path.parent.mkdir(parents=True, exist_ok=True)

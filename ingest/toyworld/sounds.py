@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+from scipy.fft import irfft, next_fast_len, rfft, rfftfreq
 
 SAMPLE_RATE = 16000
 TARGET_RMS = 0.08
@@ -21,10 +22,11 @@ def _t(n: int) -> np.ndarray:
 
 def _band(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
     """Band-limit ``x`` to [lo, hi] Hz with an FFT mask (zero-phase, deterministic)."""
-    spec = np.fft.rfft(x)
-    f = np.fft.rfftfreq(len(x), 1.0 / SAMPLE_RATE)
+    n = next_fast_len(len(x), real=True)
+    spec = rfft(x, n)
+    f = rfftfreq(n, 1.0 / SAMPLE_RATE)
     spec[(f < lo) | (f > hi)] = 0
-    return np.fft.irfft(spec, n=len(x))
+    return irfft(spec, n)[: len(x)]
 
 
 def _events(n: int, period: float, phase: float) -> np.ndarray:
@@ -52,7 +54,7 @@ def _ball(n, rng, pitch, tempo):
 def _star(n, rng, pitch, tempo):
     out = np.zeros(n)
     t = _t(int(0.3 * SAMPLE_RATE))
-    notes = np.array([1568.0, 1976.0, 2349.0, 3136.0]) * pitch
+    notes = np.array([1047.0, 1319.0, 1568.0, 2093.0]) * pitch
     for i, s in enumerate(_events(n, 0.15 / tempo, rng.random())):
         f = notes[i % len(notes)]
         _place(out, s, (np.sin(2 * np.pi * f * t) + 0.3 * np.sin(4 * np.pi * f * t))

@@ -133,7 +133,7 @@ def generate_world(cfg: WorldConfig, out: str | os.PathLike, workers: int | None
             "eval_sound": "eval/sound",
         },
         "media": {"image_size": cfg.image_size, "video_fps": cfg.fps, "video_codec": "h264",
-                  "audio_codec": "aac", "video_audio_rate": 44100, "wav_rate": 16000},
+                  "audio_codec": "aac", "video_audio_rate": audioset.VIDEO_AUDIO_RATE, "wav_rate": 16000},
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest

@@ -1,0 +1,175 @@
+"""The toy world generator: layouts parse with the project's readers, ground truth is exact,
+MP4s decode, and generation is deterministic per seed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import soundfile as sf
+
+from evaluation.datasets import load_prompted_set, read_ade_seg, read_image
+from ingest.sources.audioset_csv import read_class_labels, read_segments
+from ingest.sources.placesaudio_meta import read_metadata
+from ingest.toyworld import generate_world, preset, video_url_template
+
+TINY = dict(speech_train=8, speech_val=3, videos=2, eval_per_class=1)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("toyworld") / "w"
+    generate_world(preset("tiny", seed=3, **TINY), out, workers=2, size_name="tiny",
+                   progress=False)
+    return out
+
+
+def _manifest(world: Path) -> dict:
+    return json.loads((world / "manifest.json").read_text())
+
+
+def test_placesaudio_layout_parses(world):
+    m = _manifest(world)
+    for split, count in (("train", TINY["speech_train"]), ("val", TINY["speech_val"])):
+        utts = read_metadata(world / m["paths"]["placesaudio_metadata"][split])
+        assert len(utts) == count
+        names = {c["name"] for c in m["classes"]}
+        for u in utts:
+            assert Path(u.wav).is_file() and Path(u.image).is_file()
+            assert [w.word for w in u.words] == u.asr_text.split()
+            assert any(w.word in names for w in u.words)
+            info = sf.info(u.wav)
+            assert info.samplerate == 16000 and info.channels == 1
+            assert u.words[-1].end <= info.duration
+            assert read_image(u.image).shape == (128, 128, 3)
+
+
+def test_audioset_layout_parses(world):
+    m = _manifest(world)
+    classes = read_class_labels(world / m["paths"]["audioset_class_labels_csv"])
+    assert [c.mid for c in classes] == [c["mid"] for c in m["classes"]]
+    segments = read_segments(world / m["paths"]["audioset_segments_csv"], [c.mid for c in classes])
+    assert len(segments) == m["counts"]["audioset_segments"] > 0
+    template = video_url_template(world)
+    assert template.startswith("file://") and "{YTID}" in template
+    for s in segments:
+        assert s.duration == 10.0
+        assert (world / m["paths"]["audioset_video_template"].format(YTID=s.ytid)).is_file()
+
+
+def test_segment_labels_are_the_visible_objects(world):
+    videos = json.loads((world / "audioset" / "videos.json").read_text())
+    mids = {c["name"]: c["mid"] for c in _manifest(world)["classes"]}
+    for v in videos:
+        for start, end, labels in v["segments"]:
+            visible = {mids[t["class"]] for t in v["tracks"]
+                       if min(end, t["end"]) - max(start, t["start"]) >= 1.0}
+            assert set(labels) == visible
+
+
+def test_mp4s_decode_to_stated_duration_with_audio(world):
+    m = _manifest(world)
+    fps = m["media"]["video_fps"]
+    for v in json.loads((world / "audioset" / "videos.json").read_text()):
+        path = world / m["paths"]["audioset_video_template"].format(YTID=v["ytid"])
+        with av.open(str(path)) as c:
+            assert c.streams.video[0].codec_context.name == "h264"
+            assert c.streams.audio[0].codec_context.name == "aac"
+            frames = sum(1 for _ in c.decode(video=0))
+        with av.open(str(path)) as c:
+            rate = c.streams.audio[0].rate
+            samples = sum(f.samples for f in c.decode(audio=0))
+        assert frames == v["duration"] * fps
+        assert abs(samples / rate - v["duration"]) < 0.1
+
+
+def test_mp4_audio_is_audible_throughout(world):
+    m = _manifest(world)
+    v = json.loads((world / "audioset" / "videos.json").read_text())[0]
+    path = world / m["paths"]["audioset_video_template"].format(YTID=v["ytid"])
+    with av.open(str(path)) as c:
+        rate = c.streams.audio[0].rate
+        audio = np.concatenate([f.to_ndarray().reshape(-1) for f in c.decode(audio=0)])
+    # An object (and its sound) is on screen at every moment: every second carries sound.
+    per_second = audio[: len(audio) // rate * rate].reshape(-1, rate)
+    assert np.sqrt((per_second ** 2).mean(axis=1)).min() > 0.01
+
+
+def test_word_timings_match_the_audio(world):
+    m = _manifest(world)
+    for u in read_metadata(world / m["paths"]["placesaudio_metadata"]["train"]):
+        audio, sr = sf.read(u.wav, dtype="float32")
+        inside = np.zeros(len(audio), bool)
+        for w in u.words:
+            a, b = int(w.start * sr), int(w.end * sr)
+            inside[a:b] = True
+            assert np.sqrt(np.mean(audio[a:b] ** 2)) > 0.02, (u.uttid, w)
+        outside_rms = np.sqrt(np.mean(audio[~inside] ** 2))
+        inside_rms = np.sqrt(np.mean(audio[inside] ** 2))
+        assert inside_rms > 10 * outside_rms, u.uttid
+
+
+def test_eval_sets_parse_and_masks_hold_the_prompted_class(world):
+    m = _manifest(world)
+    n_classes = len(m["classes"])
+    for kind in ("speech", "sound"):
+        s = load_prompted_set(world / m["paths"][f"eval_{kind}"])
+        assert s.kind == kind and len(s) == n_classes
+        assert s.class_ids() == list(range(1, n_classes + 1))
+        for p in s.prompts:
+            seg = read_ade_seg(p.seg_path)
+            assert seg.shape == read_image(p.image_path).shape[:2]
+            assert (seg == p.ade_class_id).mean() > 0.01
+            assert set(np.unique(seg)) <= set(range(n_classes + 1))
+            audio, sr = sf.read(p.audio_path, dtype="float32")
+            assert sr == 16000
+            if kind == "speech":
+                start, end = p.timing
+                assert p.class_name and end - start > 0.1
+                word = audio[int(start * sr):int(end * sr)]
+                lead, tail = audio[: int(0.1 * sr)], audio[int(end * sr) + 160:]
+                for silence in (lead, tail):  # the object word is the last word
+                    assert np.sqrt(np.mean(word ** 2)) > 10 * np.sqrt(np.mean(silence ** 2))
+            else:
+                assert p.timing is None and len(audio) == 4 * sr
+
+
+def test_eval_scenes_are_held_out_from_training(world):
+    m = _manifest(world)
+    train = {Path(u.image).read_bytes()
+             for u in read_metadata(world / m["paths"]["placesaudio_metadata"]["train"])}
+    for kind in ("speech", "sound"):
+        for p in load_prompted_set(world / m["paths"][f"eval_{kind}"]).prompts:
+            assert p.image_path.read_bytes() not in train
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file()}
+
+
+def test_same_seed_is_byte_identical_regardless_of_workers(world, tmp_path):
+    again = tmp_path / "again"
+    generate_world(preset("tiny", seed=3, **TINY), again, workers=1, size_name="tiny",
+                   progress=False)
+    a, b = _tree(world), _tree(again)
+    assert a.keys() == b.keys()
+    assert [k for k in a if a[k] != b[k]] == []
+
+
+def test_different_seeds_give_different_worlds(world, tmp_path):
+    other = tmp_path / "other"
+    generate_world(preset("tiny", seed=4, **TINY), other, workers=1, size_name="tiny",
+                   progress=False)
+    a, b = _tree(world), _tree(other)
+    images = [k for k in a if k.endswith((".jpg", ".mp4", "_seg.png"))]
+    assert images and all(a[k] != b.get(k) for k in images)
+    assert set(a.values()).isdisjoint(b[k] for k in b if k.endswith(".jpg"))
+
+
+def test_refuses_to_overwrite_without_force(world):
+    with pytest.raises(FileExistsError, match="--force"):
+        generate_world(preset("tiny", seed=3, **TINY), world, workers=1, progress=False)
