@@ -118,16 +118,14 @@ class ShardWriter:
 
     def __enter__(self) -> "ShardWriter":
         if storage.is_s3(self.out_url):
-            fd, self._tmp_path = tempfile.mkstemp(prefix=f"shard-{self.shard_id:06d}-",
-                                                  suffix=".tar")
+            folder = tempfile.gettempdir()  # built locally, then uploaded in one piece
         else:
-            folder = storage.local_path(self.out_url)
+            folder = storage.local_path(self.out_url)  # beside the target: publishing is a rename
             os.makedirs(folder, exist_ok=True)
-            self._remove_stale_temps(folder)
-            # Beside the target so that publishing is a rename.
-            fd, self._tmp_path = tempfile.mkstemp(
-                prefix=f".{shard_name(self.shard_id)}.tmp-{os.getpid()}-", dir=folder
-            )
+        self._remove_stale_temps(folder)
+        fd, self._tmp_path = tempfile.mkstemp(
+            prefix=f".{shard_name(self.shard_id)}.tmp-{os.getpid()}-", dir=folder
+        )
         self._tar = tarfile.open(fileobj=os.fdopen(fd, "wb"), mode="w", format=tarfile.USTAR_FORMAT)
         return self
 
@@ -136,7 +134,10 @@ class ShardWriter:
         for path in glob.glob(os.path.join(folder, f".{shard_name(self.shard_id)}.tmp-*")):
             pid = os.path.basename(path).split(".tmp-", 1)[1].split("-", 1)[0]
             if pid.isdigit() and not _pid_alive(int(pid)):
-                os.unlink(path)
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:  # another rerun cleaned it first
+                    pass
 
     def fits(self, sample: Mapping[str, Any]) -> bool:
         """Whether ``sample`` can be added without exceeding the limits."""

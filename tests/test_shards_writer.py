@@ -1,5 +1,6 @@
 """The atomic shard writer and the index, on a local folder and on a real S3 server."""
 
+import glob
 import hashlib
 import io
 import json
@@ -8,6 +9,7 @@ import signal
 import subprocess
 import sys
 import tarfile
+import tempfile
 import textwrap
 
 import numpy as np
@@ -94,6 +96,9 @@ def test_killed_writer_publishes_nothing_and_rerun_completes(storage_root):
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     assert storage.listdir(storage_root) == []  # no shard, no stats (local temp is hidden)
+    temp_dir = tempfile.gettempdir() if storage.is_s3(storage_root) else storage_root
+    dead_temps = os.path.join(temp_dir, f".000005.tar.tmp-{proc.pid}-*")
+    assert len(glob.glob(dead_temps)) == 1
     assert not shard_is_done(storage_root, 5)
     assert build_index(storage_root)["num_shards"] == 0
 
@@ -103,8 +108,7 @@ def test_killed_writer_publishes_nothing_and_rerun_completes(storage_root):
             w.write(synthetic_sample(f"s{i}", rng))
     assert shard_is_done(storage_root, 5)
     assert storage.listdir(storage_root) == ["000005.stats.json", "000005.tar", "index.json"]
-    if not storage.is_s3(storage_root):  # the dead writer's temporary file was cleaned up
-        assert [n for n in os.listdir(storage_root) if n.startswith(".")] == []
+    assert glob.glob(dead_temps) == []  # the rerun removed the dead writer's temporary file
 
 
 def test_size_limits(tmp_path):
