@@ -60,3 +60,44 @@ def local_ray(num_cpus: int = 2, memory: int = 2 << 30, object_store_memory: int
         yield
     finally:
         ray.shutdown()
+
+
+def command_line(pid: int) -> str:
+    """The command line of `pid`, or '' when it is gone."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def descendants(pid: int) -> list[int]:
+    """Process ids of every live descendant of `pid` (Linux /proc)."""
+    parents = {p: _parent(p) for p in (int(d) for d in os.listdir("/proc") if d.isdigit())}
+    found, frontier = [], [pid]
+    while frontier:
+        children = [p for p, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """Process ids whose command line contains `text` (e.g. a private Ray temp folder)."""
+    pids = (int(d) for d in os.listdir("/proc") if d.isdigit())
+    return [p for p in pids if p != os.getpid() and text in command_line(p)]
+
+
+def kill_all(pids: list[int], sig: int = 9) -> None:
+    """Send `sig` to each of `pids` (ones already gone are skipped)."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
