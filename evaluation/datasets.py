@@ -38,7 +38,7 @@ class Prompt:
     class id (ADE20K numbering) whose pixels are the target, and the word's time span in the
     audio for speech prompts (None for sound prompts)."""
 
-    row: int                    # 1-based data row in the CSV (the header is row 0)
+    row: int  # 1-based data row in the CSV (the header is row 0)
     image_path: Path
     audio_path: Path
     seg_path: Path
@@ -95,8 +95,11 @@ def _parse_timing(text: str, where: str) -> tuple[float, float]:
         value = json.loads(text)
     except json.JSONDecodeError:
         raise PromptedSetError(f"{where}: timing is not JSON: {text!r}") from None
-    if (not isinstance(value, list) or len(value) != 2
-            or not all(isinstance(v, (int, float)) for v in value)):
+    if (
+        not isinstance(value, list)
+        or len(value) != 2
+        or not all(isinstance(v, (int, float)) for v in value)
+    ):
         raise PromptedSetError(f"{where}: timing must be a JSON list [start, end], got {text!r}")
     start, end = float(value[0]), float(value[1])
     if end < start:
@@ -104,8 +107,9 @@ def _parse_timing(text: str, where: str) -> tuple[float, float]:
     return start, end
 
 
-def load_prompted_set(root: str | os.PathLike, kind: str | None = None,
-                      check_files: bool = True) -> PromptedSet:
+def load_prompted_set(
+    root: str | os.PathLike, kind: str | None = None, check_files: bool = True
+) -> PromptedSet:
     """Load a prompted-segmentation set from its folder.
 
     Args:
@@ -126,17 +130,22 @@ def load_prompted_set(root: str | os.PathLike, kind: str | None = None,
         columns = reader.fieldnames or []
         rows = list(reader)
     if kind is None:
-        present = [k for k, col in PROMPT_COLUMNS.items()
-                   if col in columns and any(r.get(col) for r in rows)]
+        present = [
+            k
+            for k, col in PROMPT_COLUMNS.items()
+            if col in columns and any(r.get(col) for r in rows)
+        ]
         if len(present) != 1:
-            raise PromptedSetError(f"{csv_path}: cannot tell speech from sound prompts "
-                                   f"(columns {columns}); pass kind=")
+            raise PromptedSetError(
+                f"{csv_path}: cannot tell speech from sound prompts (columns {columns}); pass kind="
+            )
         kind = present[0]
     if kind not in PROMPT_COLUMNS:
         raise PromptedSetError(f"unknown prompt kind {kind!r}; expected 'speech' or 'sound'")
     prompt_col = PROMPT_COLUMNS[kind]
-    required = ["image_location", "ade_class_id", prompt_col] + (["timing"] if kind == "speech"
-                                                                  else [])
+    required = ["image_location", "ade_class_id", prompt_col] + (
+        ["timing"] if kind == "speech" else []
+    )
     missing = [c for c in required if c not in columns]
     if missing:
         raise PromptedSetError(f"{csv_path}: missing column(s) {missing}; has {columns}")
@@ -149,15 +158,18 @@ def load_prompted_set(root: str | os.PathLike, kind: str | None = None,
         try:
             class_id = int(float(r["ade_class_id"]))
         except (TypeError, ValueError):
-            raise PromptedSetError(f"{where}: ade_class_id is not an integer: "
-                                   f"{r['ade_class_id']!r}") from None
+            raise PromptedSetError(
+                f"{where}: ade_class_id is not an integer: {r['ade_class_id']!r}"
+            ) from None
         if class_id == 0:
             continue
         image = r["image_location"]
         if not image:
             raise PromptedSetError(f"{where}: empty image_location")
         stem, _ = os.path.splitext(image)
-        timing = _parse_timing(r["timing"], f"{where} column 'timing'") if kind == "speech" else None
+        timing = (
+            _parse_timing(r["timing"], f"{where} column 'timing'") if kind == "speech" else None
+        )
         prompt = Prompt(
             row=i,
             image_path=root / "frames" / image,

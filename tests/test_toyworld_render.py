@@ -3,10 +3,12 @@ every class has a distinct look, sound and name, and captions name every object.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
-from PIL import Image
 from matplotlib.path import Path as MplPath
+from PIL import Image
 
 from evaluation.datasets import decode_ade_seg, read_ade_seg
 from ingest.toyworld.classes import CLASSES
@@ -25,8 +27,9 @@ def _coverage(obj, size: int, k: int = 8) -> np.ndarray:
     flip = np.array([-1.0 if obj.mirror else 1.0, 1.0])
     offsets = (np.arange(k) + 0.5) / k
     yy, xx = np.meshgrid(np.arange(size), np.arange(size), indexing="ij")
-    sy, sx = np.broadcast_arrays(yy[..., None, None] + offsets[:, None],
-                                 xx[..., None, None] + offsets[None, :])
+    sy, sx = np.broadcast_arrays(
+        yy[..., None, None] + offsets[:, None], xx[..., None, None] + offsets[None, :]
+    )
     points = np.stack([sx.reshape(-1), sy.reshape(-1)], axis=1)
     inside = np.zeros(len(points), bool)
     for part in obj.parts:
@@ -45,7 +48,7 @@ def test_mask_is_exactly_the_drawn_object(cls):
     paste(canvas, (mask,), (cls.ade_class_id,), rasterize(spec))
     truth = _coverage(spec, 96)
     obj = mask == cls.ade_class_id
-    clear = np.abs(truth - 0.5) > 0.15   # pixels the two rasterisers cannot disagree on
+    clear = np.abs(truth - 0.5) > 0.15  # pixels the two rasterisers cannot disagree on
     assert 0.1 < obj.mean() < 0.8
     assert np.array_equal(obj[clear], truth[clear] >= 0.5)
     changed = np.abs(canvas - GRAY).max(axis=-1) > 1.0
@@ -67,7 +70,7 @@ def test_ade_seg_png_round_trip(tmp_path):
     classes = np.array([[0, 1, 255], [256, 1000, 3000]], np.uint16)
     instances = np.array([[0, 1, 2], [3, 1, 2]], np.uint8)
     rgb = encode_ade_seg(classes, instances)
-    assert tuple(rgb[1, 1]) == (30, 232, 1)          # 1000 = 3 * 256 + 232
+    assert tuple(rgb[1, 1]) == (30, 232, 1)  # 1000 = 3 * 256 + 232
     write_seg_png(tmp_path / "x_seg.png", classes, instances)
     assert np.array_equal(read_ade_seg(tmp_path / "x_seg.png"), classes)
     assert np.array_equal(decode_ade_seg(np.asarray(Image.open(tmp_path / "x_seg.png"))), classes)
@@ -87,8 +90,12 @@ def test_classes_are_distinct_in_look_name_and_sound():
         x = class_sound(name, 2 * SAMPLE_RATE, np.random.default_rng(seed))
         frames = x[: len(x) // 512 * 512].reshape(-1, 512) * np.hanning(512)
         power = (np.abs(np.fft.rfft(frames, axis=1)) ** 2).mean(axis=0)
-        v = np.log([power[(freqs >= lo) & (freqs < hi)].sum() + 1e-6
-                    for lo, hi in zip(edges[:-1], edges[1:])])
+        v = np.log(
+            [
+                power[(freqs >= lo) & (freqs < hi)].sum() + 1e-6
+                for lo, hi in itertools.pairwise(edges)
+            ]
+        )
         return (v - v.mean()) / np.linalg.norm(v - v.mean())
 
     ref = np.stack([bands(c.name, 1) for c in CLASSES])

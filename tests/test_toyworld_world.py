@@ -16,14 +16,13 @@ from ingest.sources.audioset_csv import read_class_labels, read_segments
 from ingest.sources.placesaudio_meta import read_metadata
 from ingest.toyworld import generate_world, preset, video_url_template
 
-TINY = dict(speech_train=8, speech_val=3, videos=2, eval_per_class=1)
+TINY = {"speech_train": 8, "speech_val": 3, "videos": 2, "eval_per_class": 1}
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("toyworld") / "w"
-    generate_world(preset("tiny", seed=3, **TINY), out, workers=2, size_name="tiny",
-                   progress=False)
+    generate_world(preset("tiny", seed=3, **TINY), out, workers=2, size_name="tiny", progress=False)
     return out
 
 
@@ -65,8 +64,11 @@ def test_segment_labels_are_the_visible_objects(world):
     mids = {c["name"]: c["mid"] for c in _manifest(world)["classes"]}
     for v in videos:
         for start, end, labels in v["segments"]:
-            visible = {mids[t["class"]] for t in v["tracks"]
-                       if min(end, t["end"]) - max(start, t["start"]) >= 1.0}
+            visible = {
+                mids[t["class"]]
+                for t in v["tracks"]
+                if min(end, t["end"]) - max(start, t["start"]) >= 1.0
+            }
             assert set(labels) == visible
 
 
@@ -95,7 +97,7 @@ def test_mp4_audio_is_audible_throughout(world):
         audio = np.concatenate([f.to_ndarray().reshape(-1) for f in c.decode(audio=0)])
     # An object (and its sound) is on screen at every moment: every second carries sound.
     per_second = audio[: len(audio) // rate * rate].reshape(-1, rate)
-    assert np.sqrt((per_second ** 2).mean(axis=1)).min() > 0.01
+    assert np.sqrt((per_second**2).mean(axis=1)).min() > 0.01
 
 
 def test_word_timings_match_the_audio(world):
@@ -129,32 +131,36 @@ def test_eval_sets_parse_and_masks_hold_the_prompted_class(world):
             if kind == "speech":
                 start, end = p.timing
                 assert p.class_name and end - start > 0.1
-                word = audio[int(start * sr):int(end * sr)]
-                lead, tail = audio[: int(0.1 * sr)], audio[int(end * sr) + 160:]
+                word = audio[int(start * sr) : int(end * sr)]
+                lead, tail = audio[: int(0.1 * sr)], audio[int(end * sr) + 160 :]
                 for silence in (lead, tail):  # the object word is the last word
-                    assert np.sqrt(np.mean(word ** 2)) > 10 * np.sqrt(np.mean(silence ** 2))
+                    assert np.sqrt(np.mean(word**2)) > 10 * np.sqrt(np.mean(silence**2))
             else:
                 assert p.timing is None and len(audio) == 4 * sr
 
 
 def test_eval_scenes_are_held_out_from_training(world):
     m = _manifest(world)
-    train = {Path(u.image).read_bytes()
-             for u in read_metadata(world / m["paths"]["placesaudio_metadata"]["train"])}
+    train = {
+        Path(u.image).read_bytes()
+        for u in read_metadata(world / m["paths"]["placesaudio_metadata"]["train"])
+    }
     for kind in ("speech", "sound"):
         for p in load_prompted_set(world / m["paths"][f"eval_{kind}"]).prompts:
             assert p.image_path.read_bytes() not in train
 
 
 def _tree(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file()}
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
 
 
 def test_same_seed_is_byte_identical_regardless_of_workers(world, tmp_path):
     again = tmp_path / "again"
-    generate_world(preset("tiny", seed=3, **TINY), again, workers=1, size_name="tiny",
-                   progress=False)
+    generate_world(
+        preset("tiny", seed=3, **TINY), again, workers=1, size_name="tiny", progress=False
+    )
     a, b = _tree(world), _tree(again)
     assert a.keys() == b.keys()
     assert [k for k in a if a[k] != b[k]] == []
@@ -162,8 +168,9 @@ def test_same_seed_is_byte_identical_regardless_of_workers(world, tmp_path):
 
 def test_different_seeds_give_different_worlds(world, tmp_path):
     other = tmp_path / "other"
-    generate_world(preset("tiny", seed=4, **TINY), other, workers=1, size_name="tiny",
-                   progress=False)
+    generate_world(
+        preset("tiny", seed=4, **TINY), other, workers=1, size_name="tiny", progress=False
+    )
     a, b = _tree(world), _tree(other)
     images = [k for k in a if k.endswith((".jpg", ".mp4", "_seg.png"))]
     assert images and all(a[k] != b.get(k) for k in images)

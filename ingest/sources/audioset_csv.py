@@ -50,8 +50,9 @@ class OntologyClass:
     display_name: str
 
 
-def parse_segments(lines: Iterable[str], source: str = "<segments>",
-                   known_mids: Iterable[str] | None = None) -> Iterator[Segment]:
+def parse_segments(
+    lines: Iterable[str], source: str = "<segments>", known_mids: Iterable[str] | None = None
+) -> Iterator[Segment]:
     """Parse segment-CSV text lines (comments and blank lines skipped).
 
     Args:
@@ -73,23 +74,28 @@ def parse_segments(lines: Iterable[str], source: str = "<segments>",
         except csv.Error as err:
             raise AudioSetCSVError(f"{where}: not CSV ({err}): {text!r}") from None
         if len(fields) != 4:
-            raise AudioSetCSVError(f"{where}: expected 4 fields (YTID, start_seconds, "
-                                   f"end_seconds, positive_labels), got {len(fields)}: {text!r}")
+            raise AudioSetCSVError(
+                f"{where}: expected 4 fields (YTID, start_seconds, "
+                f"end_seconds, positive_labels), got {len(fields)}: {text!r}"
+            )
         ytid, start, end, labels = (f.strip() for f in fields)
         if not ytid or not set(ytid) <= _YTID_CHARS:
             raise AudioSetCSVError(f"{where}: bad YTID {ytid!r}")
         try:
             start_s, end_s = float(start), float(end)
         except ValueError:
-            raise AudioSetCSVError(f"{where}: start/end seconds are not numbers: "
-                                   f"{start!r}, {end!r}") from None
+            raise AudioSetCSVError(
+                f"{where}: start/end seconds are not numbers: {start!r}, {end!r}"
+            ) from None
         if not 0 <= start_s < end_s:
-            raise AudioSetCSVError(f"{where}: need 0 <= start_seconds < end_seconds, got "
-                                   f"{start_s}, {end_s}")
+            raise AudioSetCSVError(
+                f"{where}: need 0 <= start_seconds < end_seconds, got {start_s}, {end_s}"
+            )
         mids = tuple(m.strip() for m in labels.split(",") if m.strip())
         if not mids or not all(m.startswith("/") for m in mids):
-            raise AudioSetCSVError(f"{where}: positive_labels must be label ids like "
-                                   f"'/m/09x0r', got {labels!r}")
+            raise AudioSetCSVError(
+                f"{where}: positive_labels must be label ids like '/m/09x0r', got {labels!r}"
+            )
         if known is not None:
             unknown = [m for m in mids if m not in known]
             if unknown:
@@ -97,15 +103,15 @@ def parse_segments(lines: Iterable[str], source: str = "<segments>",
         yield Segment(ytid, start_s, end_s, mids)
 
 
-def read_segments(path: str | os.PathLike, known_mids: Iterable[str] | None = None
-                  ) -> list[Segment]:
+def read_segments(
+    path: str | os.PathLike, known_mids: Iterable[str] | None = None
+) -> list[Segment]:
     """Read a segment CSV file (see :func:`parse_segments`)."""
     with open(path, encoding="utf-8") as f:
         return list(parse_segments(f, str(path), known_mids))
 
 
-def parse_class_labels(lines: Iterable[str], source: str = "<class labels>"
-                       ) -> list[OntologyClass]:
+def parse_class_labels(lines: Iterable[str], source: str = "<class labels>") -> list[OntologyClass]:
     """Parse ``class_labels_indices.csv`` text lines (header ``index,mid,display_name``).
 
     Raises:

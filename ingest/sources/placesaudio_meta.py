@@ -61,12 +61,15 @@ def parse_text_alignment(text: str, where: str = "<alignment>") -> tuple[WordSpa
     for token in text.split():
         parts = token.split("__")
         if len(parts) != 3:
-            raise PlacesAudioMetaError(f"{where}: alignment token {token!r} is not start__word__end")
+            raise PlacesAudioMetaError(
+                f"{where}: alignment token {token!r} is not start__word__end"
+            )
         try:
             start, end = float(parts[0]), float(parts[2])
         except ValueError:
-            raise PlacesAudioMetaError(f"{where}: alignment token {token!r} has non-numeric "
-                                       "times") from None
+            raise PlacesAudioMetaError(
+                f"{where}: alignment token {token!r} has non-numeric times"
+            ) from None
         if end < start or start < 0:
             raise PlacesAudioMetaError(f"{where}: alignment token {token!r} ends before it starts")
         spans.append(WordSpan(parts[1], start, end))
@@ -85,9 +88,13 @@ def _resolve_base(value: str, json_dir: Path | None) -> str:
     return os.path.normpath(json_dir / value)
 
 
-def parse_metadata(doc: dict, source: str = "<metadata>", json_dir: Path | None = None,
-                   image_base_path: str | None = None, audio_base_path: str | None = None
-                   ) -> list[Utterance]:
+def parse_metadata(
+    doc: dict,
+    source: str = "<metadata>",
+    json_dir: Path | None = None,
+    image_base_path: str | None = None,
+    audio_base_path: str | None = None,
+) -> list[Utterance]:
     """Turn a loaded metadata document into utterances with resolved paths.
 
     Args:
@@ -102,8 +109,10 @@ def parse_metadata(doc: dict, source: str = "<metadata>", json_dir: Path | None 
     if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
         raise PlacesAudioMetaError(f"{source}: expected an object with a 'data' list")
     bases = {}
-    for key, override in (("image_base_path", image_base_path),
-                          ("audio_base_path", audio_base_path)):
+    for key, override in (
+        ("image_base_path", image_base_path),
+        ("audio_base_path", audio_base_path),
+    ):
         value = override if override is not None else doc.get(key)
         if not isinstance(value, str) or not value:
             raise PlacesAudioMetaError(f"{source}: missing '{key}' (or pass it explicitly)")
@@ -120,16 +129,25 @@ def parse_metadata(doc: dict, source: str = "<metadata>", json_dir: Path | None 
         if "text_alignment" in entry:
             if not isinstance(entry["text_alignment"], str):
                 raise PlacesAudioMetaError(f"{where}: field 'text_alignment' is not a string")
-            words = parse_text_alignment(entry["text_alignment"],
-                                         f"{where} ({entry['uttid']}) field 'text_alignment'")
-        out.append(Utterance(entry["uttid"], entry["speaker"], entry["asr_text"],
-                             _join(bases["audio_base_path"], entry["wav"]),
-                             _join(bases["image_base_path"], entry["image"]), words))
+            words = parse_text_alignment(
+                entry["text_alignment"], f"{where} ({entry['uttid']}) field 'text_alignment'"
+            )
+        out.append(
+            Utterance(
+                entry["uttid"],
+                entry["speaker"],
+                entry["asr_text"],
+                _join(bases["audio_base_path"], entry["wav"]),
+                _join(bases["image_base_path"], entry["image"]),
+                words,
+            )
+        )
     return out
 
 
-def read_metadata(path: str | os.PathLike, image_base_path: str | None = None,
-                  audio_base_path: str | None = None) -> list[Utterance]:
+def read_metadata(
+    path: str | os.PathLike, image_base_path: str | None = None, audio_base_path: str | None = None
+) -> list[Utterance]:
     """Read ``metadata/{split}.json`` (see :func:`parse_metadata`)."""
     path = Path(path)
     try:

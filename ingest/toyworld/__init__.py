@@ -11,5 +11,13 @@ from ingest.toyworld.classes import CLASSES, ToyClass
 from ingest.toyworld.config import SIZES, WorldConfig, preset
 from ingest.toyworld.world import GENERATOR_VERSION, generate_world, video_url_template
 
-__all__ = ["CLASSES", "GENERATOR_VERSION", "SIZES", "ToyClass", "WorldConfig", "generate_world",
-           "preset", "video_url_template"]
+__all__ = [
+    "CLASSES",
+    "GENERATOR_VERSION",
+    "SIZES",
+    "ToyClass",
+    "WorldConfig",
+    "generate_world",
+    "preset",
+    "video_url_template",
+]

@@ -13,15 +13,23 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(
         prog="python -m ingest.toyworld",
         description="Generate a toy audio-visual world: a PlacesAudio-style speech corpus, an "
-                    "AudioSet-style MP4 sound corpus and held-out DenseAV-style prompted "
-                    "segmentation sets, with a manifest.json.")
+        "AudioSet-style MP4 sound corpus and held-out DenseAV-style prompted "
+        "segmentation sets, with a manifest.json.",
+    )
     p.add_argument("--out", required=True, help="output folder (empty or new; see --force)")
     p.add_argument("--seed", type=int, default=0, help="world seed (default 0)")
-    p.add_argument("--size", choices=sorted(SIZES), default="default",
-                   help="size preset: tiny (tests, seconds), small, default (demo), large")
+    p.add_argument(
+        "--size",
+        choices=sorted(SIZES),
+        default="default",
+        help="size preset: tiny (tests, seconds), small, default (demo), large",
+    )
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
-    p.add_argument("--force", action="store_true",
-                   help="replace a previous world in --out (removes only generator outputs)")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace a previous world in --out (removes only generator outputs)",
+    )
     p.add_argument("--num-classes", type=int, help="use the first N of the 12 classes")
     p.add_argument("--speech-train", type=int, help="PlacesAudio train captions")
     p.add_argument("--speech-val", type=int, help="PlacesAudio val captions")
@@ -34,21 +42,39 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
 
-    cfg = preset(args.size, seed=args.seed, num_classes=args.num_classes,
-                 speech_train=args.speech_train, speech_val=args.speech_val, videos=args.videos,
-                 min_video_seconds=args.min_video_seconds,
-                 max_video_seconds=args.max_video_seconds, eval_per_class=args.eval_per_class,
-                 image_size=args.image_size, fps=args.fps)
+    cfg = preset(
+        args.size,
+        seed=args.seed,
+        num_classes=args.num_classes,
+        speech_train=args.speech_train,
+        speech_val=args.speech_val,
+        videos=args.videos,
+        min_video_seconds=args.min_video_seconds,
+        max_video_seconds=args.max_video_seconds,
+        eval_per_class=args.eval_per_class,
+        image_size=args.image_size,
+        fps=args.fps,
+    )
     seg = cfg.segment_seconds
     if cfg.min_video_seconds < seg or cfg.max_video_seconds // seg < cfg.min_video_seconds // seg:
-        p.error(f"need {seg} <= --min-video-seconds <= --max-video-seconds (videos last a "
-                f"whole number of {seg} s segments)")
+        p.error(
+            f"need {seg} <= --min-video-seconds <= --max-video-seconds (videos last a "
+            f"whole number of {seg} s segments)"
+        )
     t0 = time.time()
-    manifest = generate_world(cfg, args.out, workers=args.workers, size_name=args.size,
-                              force=args.force, progress=not args.quiet)
+    manifest = generate_world(
+        cfg,
+        args.out,
+        workers=args.workers,
+        size_name=args.size,
+        force=args.force,
+        progress=not args.quiet,
+    )
     counts = ", ".join(f"{k}={v}" for k, v in manifest["counts"].items())
-    print(f"toyworld: wrote {args.out} in {time.time() - t0:.1f} s ({counts}); "
-          f"see {args.out}/manifest.json")
+    print(
+        f"toyworld: wrote {args.out} in {time.time() - t0:.1f} s ({counts}); "
+        f"see {args.out}/manifest.json"
+    )
 
 
 if __name__ == "__main__":

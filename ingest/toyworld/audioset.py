@@ -21,8 +21,15 @@ import numpy as np
 from ingest.toyworld.classes import ToyClass
 from ingest.toyworld.config import WorldConfig
 from ingest.toyworld.media import encode_mp4
-from ingest.toyworld.render import ObjectSpec, Patch, background, finish, paste, rasterize
-from ingest.toyworld.render import sample_object
+from ingest.toyworld.render import (
+    ObjectSpec,
+    Patch,
+    background,
+    finish,
+    paste,
+    rasterize,
+    sample_object,
+)
 from ingest.toyworld.scene import MAX_HALF, MIN_HALF
 from ingest.toyworld.sounds import SAMPLE_RATE, class_sound, fade
 
@@ -47,8 +54,9 @@ def youtube_id(seed: int, index: int) -> str:
     return base64.urlsafe_b64encode(digest).decode()[:11]
 
 
-def plan_tracks(rng: np.random.Generator, classes: tuple[ToyClass, ...], duration: float,
-                size: int) -> list[Track]:
+def plan_tracks(
+    rng: np.random.Generator, classes: tuple[ToyClass, ...], duration: float, size: int
+) -> list[Track]:
     """Object tracks for a video: slot 0 always shows an object (back-to-back tracks of 4-10 s);
     slots 1 and 2 alternate 2-8 s gaps with 3-8 s tracks. Objects visible at the same time
     have different classes."""
@@ -64,8 +72,14 @@ def plan_tracks(rng: np.random.Generator, classes: tuple[ToyClass, ...], duratio
             half = rng.uniform(MIN_HALF, MAX_HALF) * size
             center = tuple(float(v) for v in rng.uniform(half, size - half, size=2))
             speed, angle = rng.uniform(0, 14), rng.uniform(0, 2 * np.pi)
-            tracks.append(Track(sample_object(cls, rng, center, float(half)), float(t), float(end),
-                                (float(speed * np.cos(angle)), float(speed * np.sin(angle)))))
+            tracks.append(
+                Track(
+                    sample_object(cls, rng, center, float(half)),
+                    float(t),
+                    float(end),
+                    (float(speed * np.cos(angle)), float(speed * np.sin(angle))),
+                )
+            )
             t = end if slot == 0 else end + rng.uniform(2, 8)
     return tracks
 
@@ -79,8 +93,9 @@ def _bounce(x: float, lo: float, hi: float) -> float:
     return lo + (r if r <= span else 2 * span - r)
 
 
-def render_frames(rng: np.random.Generator, tracks: list[Track], duration: int, fps: int,
-                  size: int) -> np.ndarray:
+def render_frames(
+    rng: np.random.Generator, tracks: list[Track], duration: int, fps: int, size: int
+) -> np.ndarray:
     """Frames (duration * fps, size, size, 3) uint8 of the tracks over a static background."""
     base = background(rng, size)
     patches: list[Patch] = [rasterize(tr.obj) for tr in tracks]
@@ -96,7 +111,7 @@ def render_frames(rng: np.random.Generator, tracks: list[Track], duration: int, 
             x0, y0 = tr.obj.center
             x = _bounce(x0 + tr.velocity[0] * (t - tr.start), half, size - half)
             y = _bounce(y0 + tr.velocity[1] * (t - tr.start), half, size - half)
-            paste(canvas, (scratch,), (0,), patch, int(round(x - x0)), int(round(y - y0)))
+            paste(canvas, (scratch,), (0,), patch, round(x - x0), round(y - y0))
         frames[i] = finish(canvas, rng)
     return frames
 
@@ -129,22 +144,31 @@ def make_video(cfg: WorldConfig, root: Path, index: int) -> dict:
     its id, duration and segments [(start, end, [mid, ...]), ...]."""
     rng = cfg.rng("audioset", index)
     seg = cfg.segment_seconds
-    duration = seg * int(rng.integers(cfg.min_video_seconds // seg, cfg.max_video_seconds // seg + 1))
+    duration = seg * int(
+        rng.integers(cfg.min_video_seconds // seg, cfg.max_video_seconds // seg + 1)
+    )
     tracks = plan_tracks(rng, cfg.classes, float(duration), cfg.image_size)
     frames = render_frames(rng, tracks, duration, cfg.fps, cfg.image_size)
     audio = render_audio(rng, tracks, duration)
     ytid = youtube_id(cfg.seed, index)
-    encode_mp4(root / "videos" / f"{ytid}.mp4", frames, cfg.fps, audio, SAMPLE_RATE,
-               VIDEO_AUDIO_RATE)
+    encode_mp4(
+        root / "videos" / f"{ytid}.mp4", frames, cfg.fps, audio, SAMPLE_RATE, VIDEO_AUDIO_RATE
+    )
     segments = []
     for k in range(duration // cfg.segment_seconds):
         start, end = k * cfg.segment_seconds, (k + 1) * cfg.segment_seconds
         labels = segment_labels(tracks, start, end)
         if labels:
             segments.append((start, end, [c.mid for c in labels]))
-    return {"ytid": ytid, "duration": duration, "segments": segments,
-            "tracks": [{"class": tr.obj.cls.name, "start": round(tr.start, 3),
-                        "end": round(tr.end, 3)} for tr in tracks]}
+    return {
+        "ytid": ytid,
+        "duration": duration,
+        "segments": segments,
+        "tracks": [
+            {"class": tr.obj.cls.name, "start": round(tr.start, 3), "end": round(tr.end, 3)}
+            for tr in tracks
+        ],
+    }
 
 
 def write_segments_csv(path: Path, videos: list[dict], num_labels: int) -> int:
@@ -154,8 +178,10 @@ def write_segments_csv(path: Path, videos: list[dict], num_labels: int) -> int:
     positives = sum(len(r[3]) for r in rows)
     lines = [
         "# Segments csv created by ingest.toyworld",
-        f"# num_ytids={len(videos)}, num_segs={len(rows)}, num_unique_labels={num_labels}, "
-        f"num_positive_labels={positives}",
+        (
+            f"# num_ytids={len(videos)}, num_segs={len(rows)}, num_unique_labels={num_labels}, "
+            f"num_positive_labels={positives}"
+        ),
         "# YTID, start_seconds, end_seconds, positive_labels",
     ]
     lines += [f'{y}, {s:.3f}, {e:.3f}, "{",".join(labels)}"' for y, s, e, labels in rows]

@@ -18,13 +18,13 @@ from dataclasses import dataclass
 class ToyClass:
     """One object class of the toy world."""
 
-    name: str            # the spoken noun, e.g. "ball"
-    adjective: str       # matches the drawing, e.g. "red"
-    color: tuple[int, int, int]   # main body colour (RGB), jittered per instance
-    sound: str           # short description of the characteristic sound
-    mid: str             # AudioSet-ontology-style label id of the sound
-    display_name: str    # ontology display name of the sound
-    ade_class_id: int    # class id in the evaluation masks (1-based)
+    name: str  # the spoken noun, e.g. "ball"
+    adjective: str  # matches the drawing, e.g. "red"
+    color: tuple[int, int, int]  # main body colour (RGB), jittered per instance
+    sound: str  # short description of the characteristic sound
+    mid: str  # AudioSet-ontology-style label id of the sound
+    display_name: str  # ontology display name of the sound
+    ade_class_id: int  # class id in the evaluation masks (1-based)
 
     @property
     def article(self) -> str:
@@ -32,8 +32,9 @@ class ToyClass:
         return "an" if self.name[0] in "aeiou" else "a"
 
 
-def _c(i: int, name: str, adjective: str, color: tuple[int, int, int], sound: str,
-       display_name: str) -> ToyClass:
+def _c(
+    i: int, name: str, adjective: str, color: tuple[int, int, int], sound: str, display_name: str
+) -> ToyClass:
     return ToyClass(name, adjective, color, sound, f"/t/tw{i:04d}", display_name, i)
 
 

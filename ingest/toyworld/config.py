@@ -51,15 +51,26 @@ class WorldConfig:
 
 # Every stream draws from its own seed sequence, so the evaluation scenes are held out from
 # (never equal to) the training scenes of the same world.
-STREAMS = {"placesaudio_train": 1, "placesaudio_val": 2, "audioset": 3, "eval_speech": 4,
-           "eval_sound": 5}
+STREAMS = {
+    "placesaudio_train": 1,
+    "placesaudio_val": 2,
+    "audioset": 3,
+    "eval_speech": 4,
+    "eval_sound": 5,
+}
 
 SIZES: dict[str, dict] = {
-    "tiny": dict(speech_train=12, speech_val=4, videos=3, min_video_seconds=10,
-                 max_video_seconds=10, eval_per_class=1),
-    "small": dict(speech_train=300, speech_val=50, videos=30, eval_per_class=10),
-    "default": dict(),
-    "large": dict(speech_train=8000, speech_val=500, videos=1000, eval_per_class=40),
+    "tiny": {
+        "speech_train": 12,
+        "speech_val": 4,
+        "videos": 3,
+        "min_video_seconds": 10,
+        "max_video_seconds": 10,
+        "eval_per_class": 1,
+    },
+    "small": {"speech_train": 300, "speech_val": 50, "videos": 30, "eval_per_class": 10},
+    "default": {},
+    "large": {"speech_train": 8000, "speech_val": 500, "videos": 1000, "eval_per_class": 40},
 }
 
 
@@ -69,5 +80,3 @@ def preset(size: str, **overrides) -> WorldConfig:
         raise ValueError(f"unknown size {size!r}; choose from {sorted(SIZES)}")
     base = WorldConfig(**SIZES[size])
     return replace(base, **{k: v for k, v in overrides.items() if v is not None})
-
-

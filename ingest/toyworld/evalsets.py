@@ -27,8 +27,14 @@ from ingest.toyworld.speech import SPEAKERS, compose
 
 KINDS = ("speech", "sound")
 COLUMNS = {
-    "speech": ["image_location", "speech_prompt_file", "ade_class_id", "ade_class_name",
-               "timing", "prompt_text"],
+    "speech": [
+        "image_location",
+        "speech_prompt_file",
+        "ade_class_id",
+        "ade_class_name",
+        "timing",
+        "prompt_text",
+    ],
     "sound": ["image_location", "vggsound_file", "ade_class_id", "ade_class_name"],
 }
 
@@ -42,8 +48,11 @@ def make_prompt(cfg: WorldConfig, root: Path, kind: str, index: int) -> dict:
     stem = f"toy_{kind}_{index:06d}"
     write_jpeg(root / "frames" / f"{stem}.jpg", scene.image)
     write_seg_png(root / "annotations" / f"{stem}_seg.png", scene.classes, scene.instances)
-    row = {"image_location": f"{stem}.jpg", "ade_class_id": target.ade_class_id,
-           "ade_class_name": target.name}
+    row = {
+        "image_location": f"{stem}.jpg",
+        "ade_class_id": target.ade_class_id,
+        "ade_class_name": target.name,
+    }
     if kind == "speech":
         words = ["a", "picture", "of", target.article, target.name]
         speaker = SPEAKERS[int(rng.integers(0, len(SPEAKERS)))]

@@ -47,26 +47,81 @@ def ffmpeg_exe() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
-def encode_mp4(path: Path, frames: np.ndarray, fps: int, audio: np.ndarray, audio_rate: int,
-               out_audio_rate: int) -> None:
+def encode_mp4(
+    path: Path,
+    frames: np.ndarray,
+    fps: int,
+    audio: np.ndarray,
+    audio_rate: int,
+    out_audio_rate: int,
+) -> None:
     """Encode frames (N, H, W, 3) uint8 at ``fps`` and mono float audio at ``audio_rate`` into
     an MP4 (H.264 yuv420p, AAC at ``out_audio_rate``), deterministically."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    n, h, w, _ = frames.shape
+    _n, h, w, _ = frames.shape
     wav = path.with_name(path.name + ".audio.wav")
     tmp = path.with_name(path.name + ".part.mp4")
     write_wav(wav, audio, audio_rate)
-    cmd = [ffmpeg_exe(), "-nostdin", "-y", "-v", "error", "-threads", "1",
-           "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", str(fps), "-i", "pipe:0",
-           "-i", str(wav), "-map", "0:v", "-map", "1:a",
-           "-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-pix_fmt", "yuv420p",
-           "-threads", "1", "-x264-params", "threads=1:lookahead-threads=1",
-           "-c:a", "aac", "-b:a", "64k", "-ar", str(out_audio_rate), "-ac", "1",
-           "-map_metadata", "-1", "-fflags", "+bitexact", "-flags:v", "+bitexact",
-           "-flags:a", "+bitexact", "-movflags", "+faststart", str(tmp)]
+    cmd = [
+        ffmpeg_exe(),
+        "-nostdin",
+        "-y",
+        "-v",
+        "error",
+        "-threads",
+        "1",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "rgb24",
+        "-s",
+        f"{w}x{h}",
+        "-r",
+        str(fps),
+        "-i",
+        "pipe:0",
+        "-i",
+        str(wav),
+        "-map",
+        "0:v",
+        "-map",
+        "1:a",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-crf",
+        "20",
+        "-pix_fmt",
+        "yuv420p",
+        "-threads",
+        "1",
+        "-x264-params",
+        "threads=1:lookahead-threads=1",
+        "-c:a",
+        "aac",
+        "-b:a",
+        "64k",
+        "-ar",
+        str(out_audio_rate),
+        "-ac",
+        "1",
+        "-map_metadata",
+        "-1",
+        "-fflags",
+        "+bitexact",
+        "-flags:v",
+        "+bitexact",
+        "-flags:a",
+        "+bitexact",
+        "-movflags",
+        "+faststart",
+        str(tmp),
+    ]
     try:
-        proc = subprocess.run(cmd, input=np.ascontiguousarray(frames).tobytes(),
-                              capture_output=True, check=False)
+        proc = subprocess.run(
+            cmd, input=np.ascontiguousarray(frames).tobytes(), capture_output=True, check=False
+        )
         if proc.returncode != 0:
             raise RuntimeError(f"ffmpeg failed writing {path}: {proc.stderr.decode()[-2000:]}")
         tmp.replace(path)

@@ -35,8 +35,12 @@ def _rect(x0: float, y0: float, x1: float, y1: float) -> np.ndarray:
 
 
 def _rounded_rect(x0: float, y0: float, x1: float, y1: float, r: float) -> np.ndarray:
-    corners = [(x1 - r, y0 + r, -0.5), (x1 - r, y1 - r, 0.0), (x0 + r, y1 - r, 0.5),
-               (x0 + r, y0 + r, 1.0)]
+    corners = [
+        (x1 - r, y0 + r, -0.5),
+        (x1 - r, y1 - r, 0.0),
+        (x0 + r, y1 - r, 0.5),
+        (x0 + r, y0 + r, 1.0),
+    ]
     pts = []
     for cx, cy, start in corners:
         t = np.linspace(start * np.pi, (start + 0.5) * np.pi, 8)
@@ -84,52 +88,92 @@ def class_parts(name: str, rng: np.random.Generator) -> list[Part]:
     if name == "star":
         return [Part(_star(1.0, 0.46))]
     if name == "box":
-        planks = [Part(_rect(-0.85, y - 0.05, 0.85, y + 0.05), shade=0.55) for y in (-0.42, 0, 0.42)]
+        planks = [
+            Part(_rect(-0.85, y - 0.05, 0.85, y + 0.05), shade=0.55) for y in (-0.42, 0, 0.42)
+        ]
         return [Part(_rect(-0.85, -0.85, 0.85, 0.85))] + planks
     if name == "heart":
         return [Part(_heart())]
     if name == "fish":
-        return [Part(_ellipse(-0.15, 0, 0.72, 0.44)),
-                Part(np.array([[0.42, 0.0], [1.0, -0.48], [1.0, 0.48]]), shade=0.8),
-                Part(_circle(-0.55, -0.1, 0.09), (15, 15, 15))]
+        return [
+            Part(_ellipse(-0.15, 0, 0.72, 0.44)),
+            Part(np.array([[0.42, 0.0], [1.0, -0.48], [1.0, 0.48]]), shade=0.8),
+            Part(_circle(-0.55, -0.1, 0.09), (15, 15, 15)),
+        ]
     if name == "tree":
-        return [Part(np.array([[0.0, -1.0], [0.82, 0.42], [-0.82, 0.42]])),
-                Part(_rect(-0.17, 0.38, 0.17, 1.0), (105, 65, 30))]
+        return [
+            Part(np.array([[0.0, -1.0], [0.82, 0.42], [-0.82, 0.42]])),
+            Part(_rect(-0.17, 0.38, 0.17, 1.0), (105, 65, 30)),
+        ]
     if name == "car":
         cabin = np.array([[-0.55, -0.13], [-0.35, -0.62], [0.35, -0.62], [0.55, -0.13]])
         window = np.array([[-0.42, -0.2], [-0.28, -0.52], [0.28, -0.52], [0.42, -0.2]])
-        return [Part(_rect(-1.0, -0.15, 1.0, 0.45)), Part(cabin), Part(window, (185, 220, 250)),
-                Part(_circle(-0.55, 0.45, 0.27), (20, 20, 20)),
-                Part(_circle(0.55, 0.45, 0.27), (20, 20, 20))]
+        return [
+            Part(_rect(-1.0, -0.15, 1.0, 0.45)),
+            Part(cabin),
+            Part(window, (185, 220, 250)),
+            Part(_circle(-0.55, 0.45, 0.27), (20, 20, 20)),
+            Part(_circle(0.55, 0.45, 0.27), (20, 20, 20)),
+        ]
     if name == "bee":
-        stripes = [Part(_rect(x - 0.12, -1, x + 0.12, 1), (20, 20, 20), clip=0)
-                   for x in (-0.32, 0.14, 0.58)]
-        return ([Part(_ellipse(0, 0.12, 0.9, 0.58))] + stripes
-                + [Part(_ellipse(-0.15, -0.62, 0.28, 0.24), (215, 230, 245)),
-                   Part(_ellipse(0.22, -0.66, 0.28, 0.24), (215, 230, 245))])
+        stripes = [
+            Part(_rect(x - 0.12, -1, x + 0.12, 1), (20, 20, 20), clip=0)
+            for x in (-0.32, 0.14, 0.58)
+        ]
+        return (
+            [Part(_ellipse(0, 0.12, 0.9, 0.58))]
+            + stripes
+            + [
+                Part(_ellipse(-0.15, -0.62, 0.28, 0.24), (215, 230, 245)),
+                Part(_ellipse(0.22, -0.66, 0.28, 0.24), (215, 230, 245)),
+            ]
+        )
     if name == "cloud":
-        return [Part(_circle(-0.5, 0.12, 0.42)), Part(_circle(0.0, -0.2, 0.56)),
-                Part(_circle(0.52, 0.12, 0.42)), Part(_rect(-0.5, 0.12, 0.52, 0.54))]
+        return [
+            Part(_circle(-0.5, 0.12, 0.42)),
+            Part(_circle(0.0, -0.2, 0.56)),
+            Part(_circle(0.52, 0.12, 0.42)),
+            Part(_rect(-0.5, 0.12, 0.52, 0.54)),
+        ]
     if name == "clock":
         hour, minute = rng.uniform(0, 2 * np.pi, size=2)
-        return [Part(_circle(0, 0, 1), (25, 25, 25)), Part(_circle(0, 0, 0.8)),
-                Part(_bar(hour, 0.45, 0.13), (25, 25, 25)),
-                Part(_bar(minute, 0.68, 0.09), (25, 25, 25))]
+        return [
+            Part(_circle(0, 0, 1), (25, 25, 25)),
+            Part(_circle(0, 0, 0.8)),
+            Part(_bar(hour, 0.45, 0.13), (25, 25, 25)),
+            Part(_bar(minute, 0.68, 0.09), (25, 25, 25)),
+        ]
     if name == "kite":
         diamond = np.array([[0.0, -1.0], [0.66, -0.25], [0.0, 1.0], [-0.66, -0.25]])
-        return [Part(diamond), Part(_rect(-0.05, -1, 0.05, 1), (205, 160, 240), clip=0),
-                Part(_rect(-0.7, -0.31, 0.7, -0.19), (205, 160, 240), clip=0)]
+        return [
+            Part(diamond),
+            Part(_rect(-0.05, -1, 0.05, 1), (205, 160, 240), clip=0),
+            Part(_rect(-0.7, -0.31, 0.7, -0.19), (205, 160, 240), clip=0),
+        ]
     if name == "phone":
-        return [Part(_rounded_rect(-0.56, -1.0, 0.56, 1.0, 0.2)),
-                Part(_rect(-0.43, -0.8, 0.43, 0.62), (40, 170, 170)),
-                Part(_circle(0, 0.8, 0.1), (125, 125, 125))]
+        return [
+            Part(_rounded_rect(-0.56, -1.0, 0.56, 1.0, 0.2)),
+            Part(_rect(-0.43, -0.8, 0.43, 0.62), (40, 170, 170)),
+            Part(_circle(0, 0.8, 0.1), (125, 125, 125)),
+        ]
     raise ValueError(f"no drawing for class {name!r}")
 
 
 # Largest rotation (radians) each class is drawn with, and whether it may be mirrored.
-_ROTATION = {"ball": np.pi, "star": np.pi, "box": 0.35, "heart": 0.45, "fish": 0.5,
-             "tree": 0.15, "car": 0.15, "bee": np.pi, "cloud": 0.15, "clock": np.pi,
-             "kite": 0.5, "phone": 0.45}
+_ROTATION = {
+    "ball": np.pi,
+    "star": np.pi,
+    "box": 0.35,
+    "heart": 0.45,
+    "fish": 0.5,
+    "tree": 0.15,
+    "car": 0.15,
+    "bee": np.pi,
+    "cloud": 0.15,
+    "clock": np.pi,
+    "kite": 0.5,
+    "phone": 0.45,
+}
 _MIRROR = {"fish", "car", "bee"}
 
 
@@ -147,15 +191,15 @@ class ObjectSpec:
     parts: tuple[Part, ...]
 
 
-def sample_object(cls: ToyClass, rng: np.random.Generator, center: tuple[float, float],
-                  half_size: float) -> ObjectSpec:
+def sample_object(
+    cls: ToyClass, rng: np.random.Generator, center: tuple[float, float], half_size: float
+) -> ObjectSpec:
     """Random pose, colour jitter and details for one instance of ``cls``."""
     rot = float(rng.uniform(-_ROTATION[cls.name], _ROTATION[cls.name]))
     mirror = bool(cls.name in _MIRROR and rng.random() < 0.5)
     bright = rng.uniform(0.85, 1.1)
     color = tuple(float(np.clip(c * bright + rng.uniform(-10, 10), 0, 255)) for c in cls.color)
-    return ObjectSpec(cls, center, half_size, rot, mirror, color,
-                      tuple(class_parts(cls.name, rng)))
+    return ObjectSpec(cls, center, half_size, rot, mirror, color, tuple(class_parts(cls.name, rng)))
 
 
 def polygon_samples(poly: np.ndarray, h: int, w: int, samples: int = SUPERSAMPLE) -> np.ndarray:
@@ -170,7 +214,7 @@ def polygon_samples(poly: np.ndarray, h: int, w: int, samples: int = SUPERSAMPLE
     yc = ((np.arange(rows) + 0.5) / samples)[:, None]
     x1, y1 = poly[:, 0], poly[:, 1]
     x2, y2 = np.roll(x1, -1), np.roll(y1, -1)
-    crosses = (y1 <= yc) != (y2 <= yc)                     # (rows, edges), half-open in y
+    crosses = (y1 <= yc) != (y2 <= yc)  # (rows, edges), half-open in y
     r, e = np.nonzero(crosses)
     xc = x1[e] + (yc[r, 0] - y1[e]) * (x2[e] - x1[e]) / (y2[e] - y1[e])
     first = np.clip(np.floor(xc * samples - 0.5).astype(np.int64) + 1, 0, cols)
@@ -194,15 +238,14 @@ def rasterize(obj: ObjectSpec) -> Patch:
     c, s = np.cos(obj.rotation), np.sin(obj.rotation)
     rot = np.array([[c, -s], [s, c]])
     flip = np.array([-1.0 if obj.mirror else 1.0, 1.0])
-    polys = [(p.polygon * flip) @ rot.T * obj.half_size + np.asarray(obj.center)
-             for p in obj.parts]
+    polys = [(p.polygon * flip) @ rot.T * obj.half_size + np.asarray(obj.center) for p in obj.parts]
     allp = np.concatenate(polys)
     x0, y0 = np.floor(allp.min(axis=0)).astype(int) - 1
     x1, y1 = np.ceil(allp.max(axis=0)).astype(int) + 1
     w, h = x1 - x0, y1 - y0
     k = SUPERSAMPLE
     insides: list[np.ndarray] = []
-    colors = np.zeros((h * k, w * k, 3), np.float32)       # per sample: the topmost part's colour
+    colors = np.zeros((h * k, w * k, 3), np.float32)  # per sample: the topmost part's colour
     for part, poly in zip(obj.parts, polys):
         inside = polygon_samples(poly - [x0, y0], h, w)
         if part.clip is not None:
@@ -217,8 +260,14 @@ def rasterize(obj: ObjectSpec) -> Patch:
     return Patch(int(x0), int(y0), coverage, rgb.astype(np.float32))
 
 
-def paste(canvas: np.ndarray, masks: tuple[np.ndarray, ...], values: tuple[int, ...],
-          patch: Patch, dx: int = 0, dy: int = 0) -> None:
+def paste(
+    canvas: np.ndarray,
+    masks: tuple[np.ndarray, ...],
+    values: tuple[int, ...],
+    patch: Patch,
+    dx: int = 0,
+    dy: int = 0,
+) -> None:
     """Alpha-composite ``patch`` (shifted by (dx, dy)) onto ``canvas`` (H, W, 3) float in place
     and write ``values[i]`` into ``masks[i]`` (H, W) where its coverage is >= 0.5."""
     H, W = canvas.shape[:2]
@@ -227,8 +276,8 @@ def paste(canvas: np.ndarray, masks: tuple[np.ndarray, ...], values: tuple[int, 
     cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x0 + w, W), min(y0 + h, H)
     if cx0 >= cx1 or cy0 >= cy1:
         return
-    cov = patch.coverage[cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0, None]
-    col = patch.rgb[cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0]
+    cov = patch.coverage[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0, None]
+    col = patch.rgb[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0]
     region = canvas[cy0:cy1, cx0:cx1]
     canvas[cy0:cy1, cx0:cx1] = region * (1 - cov) + col * cov
     inside = cov[..., 0] >= 0.5
@@ -239,6 +288,7 @@ def paste(canvas: np.ndarray, masks: tuple[np.ndarray, ...], values: tuple[int, 
 def background(rng: np.random.Generator, size: int) -> np.ndarray:
     """A muted random background (size, size, 3) float in [0, 255]: a two-colour gradient in a
     random direction plus a few soft blobs. Its colours carry no class information."""
+
     def muted() -> np.ndarray:
         hue = rng.uniform(0, 1)
         sat, val = rng.uniform(0.08, 0.4), rng.uniform(0.3, 0.75)

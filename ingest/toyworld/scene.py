@@ -9,7 +9,7 @@ import numpy as np
 from ingest.toyworld.classes import ToyClass
 from ingest.toyworld.render import ObjectSpec, background, finish, paste, rasterize, sample_object
 
-MIN_HALF, MAX_HALF = 0.14, 0.24   # object half-size as a fraction of the image side
+MIN_HALF, MAX_HALF = 0.14, 0.24  # object half-size as a fraction of the image side
 
 
 @dataclass
@@ -32,20 +32,24 @@ def place_objects(rng: np.random.Generator, chosen: list[ToyClass], size: int) -
         for _ in range(200):
             half = rng.uniform(MIN_HALF, MAX_HALF) * size
             cx, cy = rng.uniform(0.75 * half, size - 0.75 * half, size=2)
-            if all(np.hypot(cx - o.center[0], cy - o.center[1]) >= 0.85 * (half + o.half_size)
-                   for o in placed):
+            if all(
+                np.hypot(cx - o.center[0], cy - o.center[1]) >= 0.85 * (half + o.half_size)
+                for o in placed
+            ):
                 placed.append(sample_object(cls, rng, (float(cx), float(cy)), float(half)))
                 break
     return placed
 
 
-def sample_classes(rng: np.random.Generator, classes: tuple[ToyClass, ...],
-                   include: ToyClass | None = None) -> list[ToyClass]:
+def sample_classes(
+    rng: np.random.Generator, classes: tuple[ToyClass, ...], include: ToyClass | None = None
+) -> list[ToyClass]:
     """1-3 distinct classes (probabilities 0.3/0.4/0.3); ``include``, when given, comes first."""
     count = int(rng.choice([1, 2, 3], p=[0.3, 0.4, 0.3]))
     pool = [c for c in classes if c != include]
-    picked = [pool[i] for i in rng.choice(len(pool), size=count - (include is not None),
-                                          replace=False)]
+    picked = [
+        pool[i] for i in rng.choice(len(pool), size=count - (include is not None), replace=False)
+    ]
     return ([include] if include is not None else []) + picked
 
 
@@ -59,8 +63,12 @@ def draw_scene(rng: np.random.Generator, objects: list[ObjectSpec], size: int) -
     return Scene(finish(canvas, rng), class_map, instance_map, objects)
 
 
-def random_scene(rng: np.random.Generator, classes: tuple[ToyClass, ...], size: int,
-                 include: ToyClass | None = None) -> Scene:
+def random_scene(
+    rng: np.random.Generator,
+    classes: tuple[ToyClass, ...],
+    size: int,
+    include: ToyClass | None = None,
+) -> Scene:
     """A scene of 1-3 random classes in random drawing order; ``include`` is placed first so it
     is never dropped for lack of room."""
     objects = place_objects(rng, sample_classes(rng, classes, include), size)
@@ -69,12 +77,30 @@ def random_scene(rng: np.random.Generator, classes: tuple[ToyClass, ...], size: 
 
 
 _TEMPLATES: dict[int, tuple[str, ...]] = {
-    1: ("a picture of {0}", "this is {0}", "there is {0}", "i can see {0}", "look at {0}",
-        "here is {0}", "a photo of {0}"),
-    2: ("a picture of {0} and {1}", "there is {0} next to {1}", "i see {0} and {1}",
-        "{0} with {1}", "this shows {0} and {1}", "a photo of {0} and {1}"),
-    3: ("a picture of {0} {1} and {2}", "i see {0} {1} and {2}", "there is {0} and {1} and {2}",
-        "{0} {1} and {2}", "this shows {0} {1} and {2}"),
+    1: (
+        "a picture of {0}",
+        "this is {0}",
+        "there is {0}",
+        "i can see {0}",
+        "look at {0}",
+        "here is {0}",
+        "a photo of {0}",
+    ),
+    2: (
+        "a picture of {0} and {1}",
+        "there is {0} next to {1}",
+        "i see {0} and {1}",
+        "{0} with {1}",
+        "this shows {0} and {1}",
+        "a photo of {0} and {1}",
+    ),
+    3: (
+        "a picture of {0} {1} and {2}",
+        "i see {0} {1} and {2}",
+        "there is {0} and {1} and {2}",
+        "{0} {1} and {2}",
+        "this shows {0} {1} and {2}",
+    ),
 }
 
 
@@ -84,8 +110,9 @@ def _phrase(cls: ToyClass, rng: np.random.Generator, adjective_prob: float) -> l
     return [article] + words
 
 
-def caption(rng: np.random.Generator, objects: list[ToyClass],
-            adjective_prob: float = 0.3) -> tuple[list[str], list[int]]:
+def caption(
+    rng: np.random.Generator, objects: list[ToyClass], adjective_prob: float = 0.3
+) -> tuple[list[str], list[int]]:
     """A random sentence naming every object once, e.g. "a picture of a red ball and a star".
 
     Returns the words and, per object, the index of its noun in the words.

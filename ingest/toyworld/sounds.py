@@ -57,8 +57,9 @@ def _star(n, rng, pitch, tempo):
     notes = np.array([1047.0, 1319.0, 1568.0, 2093.0]) * pitch
     for i, s in enumerate(_events(n, 0.15 / tempo, rng.random())):
         f = notes[i % len(notes)]
-        _place(out, s, (np.sin(2 * np.pi * f * t) + 0.3 * np.sin(4 * np.pi * f * t))
-               * np.exp(-t * 14))
+        _place(
+            out, s, (np.sin(2 * np.pi * f * t) + 0.3 * np.sin(4 * np.pi * f * t)) * np.exp(-t * 14)
+        )
     return out
 
 
@@ -154,8 +155,18 @@ def _phone(n, rng, pitch, tempo):
 
 
 _SYNTHS: dict[str, Callable[..., np.ndarray]] = {
-    "ball": _ball, "star": _star, "box": _box, "heart": _heart, "fish": _fish, "tree": _tree,
-    "car": _car, "bee": _bee, "cloud": _cloud, "clock": _clock, "kite": _kite, "phone": _phone,
+    "ball": _ball,
+    "star": _star,
+    "box": _box,
+    "heart": _heart,
+    "fish": _fish,
+    "tree": _tree,
+    "car": _car,
+    "bee": _bee,
+    "cloud": _cloud,
+    "clock": _clock,
+    "kite": _kite,
+    "phone": _phone,
 }
 
 

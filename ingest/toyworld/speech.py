@@ -40,9 +40,15 @@ class Speaker:
 
 
 SPEAKERS: tuple[Speaker, ...] = (
-    Speaker("en-us", 150, 50), Speaker("en-us", 175, 75), Speaker("en", 160, 45),
-    Speaker("en+m3", 145, 55), Speaker("en-029", 165, 60), Speaker("en-us+m7", 155, 40),
-    Speaker("en+klatt", 150, 65), Speaker("en-us+f4", 160, 80), Speaker("en-gb-x-rp", 170, 50),
+    Speaker("en-us", 150, 50),
+    Speaker("en-us", 175, 75),
+    Speaker("en", 160, 45),
+    Speaker("en+m3", 145, 55),
+    Speaker("en-029", 165, 60),
+    Speaker("en-us+m7", 155, 40),
+    Speaker("en+klatt", 150, 65),
+    Speaker("en-us+f4", 160, 80),
+    Speaker("en-gb-x-rp", 170, 50),
 )
 
 
@@ -63,8 +69,9 @@ class Espeak:
 
         self._lib = ctypes.CDLL(espeakng_loader.get_library_path())
         self._chunks: list[np.ndarray] = []
-        callback_type = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short),
-                                         ctypes.c_int, ctypes.c_void_p)
+        callback_type = ctypes.CFUNCTYPE(
+            ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p
+        )
         self._callback = callback_type(self._collect)  # keep a reference: C holds the pointer
         data = espeakng_loader.get_data_path().encode()
         rate = self._lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, data, 0)
@@ -76,7 +83,7 @@ class Espeak:
         self._cache: dict[tuple[Speaker, str], np.ndarray] = {}
         self.frozen = False  # once frozen, words outside the cache are refused
 
-    def _collect(self, wav, num_samples, events) -> int:  # noqa: ANN001 (ctypes callback)
+    def _collect(self, wav, num_samples, events) -> int:
         if num_samples > 0:
             self._chunks.append(np.ctypeslib.as_array(wav, shape=(num_samples,)).copy())
         return 0
@@ -95,8 +102,10 @@ class Espeak:
         key = (speaker, word)
         if key not in self._cache:
             if self.frozen:
-                raise KeyError(f"{word!r} ({speaker.speaker_id}) is not in the toy-world "
-                               "vocabulary; add it to ingest.toyworld.scene.vocabulary()")
+                raise KeyError(
+                    f"{word!r} ({speaker.speaker_id}) is not in the toy-world "
+                    "vocabulary; add it to ingest.toyworld.scene.vocabulary()"
+                )
             self._use(speaker)
             self._chunks.clear()
             text = word.encode()
@@ -113,7 +122,7 @@ class Espeak:
 def _trim(x: np.ndarray, rel_threshold: float = 0.02, margin: float = 0.005) -> np.ndarray:
     loud = np.nonzero(np.abs(x) > rel_threshold * np.abs(x).max())[0]
     pad = int(margin * SAMPLE_RATE)
-    return x[max(loud[0] - pad, 0): loud[-1] + pad + 1]
+    return x[max(loud[0] - pad, 0) : loud[-1] + pad + 1]
 
 
 _ENGINE: Espeak | None = None
@@ -135,8 +144,9 @@ def engine() -> Espeak:
     return _ENGINE
 
 
-def compose(words: list[str], speaker: Speaker, rng: np.random.Generator,
-            noise: float = 0.002) -> tuple[np.ndarray, list[WordTime]]:
+def compose(
+    words: list[str], speaker: Speaker, rng: np.random.Generator, noise: float = 0.002
+) -> tuple[np.ndarray, list[WordTime]]:
     """Speak ``words`` as one caption: (audio float32 (N,) at 16 kHz, word spans in seconds).
 
     Random leading silence (0.15-0.5 s), pauses between words (20-120 ms), trailing silence

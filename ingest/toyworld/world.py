@@ -55,9 +55,10 @@ def _tasks(cfg: WorldConfig) -> list[Task]:
     return tasks
 
 
-def _execute(cfg: WorldConfig, out: Path, tasks: list[Task], workers: int,
-             progress: bool) -> Iterator[tuple[Task, dict]]:
-    bar = dict(total=len(tasks), desc="toyworld", unit="item", disable=not progress)
+def _execute(
+    cfg: WorldConfig, out: Path, tasks: list[Task], workers: int, progress: bool
+) -> Iterator[tuple[Task, dict]]:
+    bar = {"total": len(tasks), "desc": "toyworld", "unit": "item", "disable": not progress}
     if workers <= 1:
         _init_worker(cfg, str(out))
         yield from tqdm(map(_run, tasks), **bar)
@@ -82,8 +83,14 @@ def prepare_output(out: Path, force: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def generate_world(cfg: WorldConfig, out: str | os.PathLike, workers: int | None = None,
-                   size_name: str = "custom", force: bool = False, progress: bool = True) -> dict:
+def generate_world(
+    cfg: WorldConfig,
+    out: str | os.PathLike,
+    workers: int | None = None,
+    size_name: str = "custom",
+    force: bool = False,
+    progress: bool = True,
+) -> dict:
     """Generate the world described by ``cfg`` into ``out``; returns the manifest (also written
     to ``out/manifest.json``). ``workers`` defaults to the number of CPU cores."""
     out = Path(out)
@@ -94,7 +101,9 @@ def generate_world(cfg: WorldConfig, out: str | os.PathLike, workers: int | None
         results.setdefault((corpus, part), []).append(record)
 
     for split in placesaudio.SPLITS:
-        placesaudio.write_metadata(out / "placesaudio", split, results.get(("placesaudio", split), []))
+        placesaudio.write_metadata(
+            out / "placesaudio", split, results.get(("placesaudio", split), [])
+        )
     videos = results.get(("audioset", ""), [])
     num_segments = audioset.write_segments_csv(out / SEGMENTS_CSV, videos, cfg.num_classes)
     audioset.write_class_labels_csv(out / CLASS_LABELS_CSV, cfg.classes)
@@ -108,9 +117,18 @@ def generate_world(cfg: WorldConfig, out: str | os.PathLike, workers: int | None
         "seed": cfg.seed,
         "size": size_name,
         "config": cfg.to_dict(),
-        "classes": [{"name": c.name, "adjective": c.adjective, "color": list(c.color),
-                     "sound": c.sound, "mid": c.mid, "display_name": c.display_name,
-                     "ade_class_id": c.ade_class_id} for c in cfg.classes],
+        "classes": [
+            {
+                "name": c.name,
+                "adjective": c.adjective,
+                "color": list(c.color),
+                "sound": c.sound,
+                "mid": c.mid,
+                "display_name": c.display_name,
+                "ade_class_id": c.ade_class_id,
+            }
+            for c in cfg.classes
+        ],
         "speakers": [s.speaker_id for s in SPEAKERS],
         "counts": {
             "placesaudio_train": cfg.speech_train,
@@ -123,8 +141,9 @@ def generate_world(cfg: WorldConfig, out: str | os.PathLike, workers: int | None
         },
         "paths": {
             "placesaudio_root": "placesaudio",
-            "placesaudio_metadata": {s: f"placesaudio/metadata/{s}.json"
-                                     for s in placesaudio.SPLITS},
+            "placesaudio_metadata": {
+                s: f"placesaudio/metadata/{s}.json" for s in placesaudio.SPLITS
+            },
             "audioset_segments_csv": SEGMENTS_CSV,
             "audioset_class_labels_csv": CLASS_LABELS_CSV,
             "audioset_video_template": VIDEO_PATH_TEMPLATE,
@@ -132,8 +151,14 @@ def generate_world(cfg: WorldConfig, out: str | os.PathLike, workers: int | None
             "eval_speech": "eval/speech",
             "eval_sound": "eval/sound",
         },
-        "media": {"image_size": cfg.image_size, "video_fps": cfg.fps, "video_codec": "h264",
-                  "audio_codec": "aac", "video_audio_rate": audioset.VIDEO_AUDIO_RATE, "wav_rate": 16000},
+        "media": {
+            "image_size": cfg.image_size,
+            "video_fps": cfg.fps,
+            "video_codec": "h264",
+            "audio_codec": "aac",
+            "video_audio_rate": audioset.VIDEO_AUDIO_RATE,
+            "wav_rate": 16000,
+        },
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest
