@@ -156,7 +156,7 @@ class DenseAVConfig:
             audio_backbone=None,
             audio_backbone_config=dict(
                 model_type="hubert", hidden_size=64, num_hidden_layers=3, num_attention_heads=4,
-                intermediate_size=128, conv_dim=[32, 32, 32, 64], conv_kernel=[10, 8, 4, 4],
+                intermediate_size=128, conv_dim=[32, 32, 32, 64], conv_kernel=[10, 4, 4, 4],
                 conv_stride=[5, 4, 4, 4], num_conv_pos_embeddings=32, num_conv_pos_embedding_groups=8,
                 hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
             ),

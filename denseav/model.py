@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.export import register_dataclass
 
 from denseav.aggregation import similarity_matrix
 from denseav.aligners import AudioAligner, ImageAligner
@@ -52,6 +53,12 @@ class DenseAVOutput:
     audio: AudioFeatures
     image: ImageFeatures
     inverse_temperature: torch.Tensor
+
+
+# Registered as pytree nodes so wrappers that walk outputs (DistributedDataParallel with
+# find_unused_parameters, torch.compile/export) see the tensors inside.
+for _output_class in (ImageFeatures, AudioFeatures, DenseAVOutput):
+    register_dataclass(_output_class, serialized_type_name=f"denseav.{_output_class.__name__}")
 
 
 class DenseAV(nn.Module):

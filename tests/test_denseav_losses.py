@@ -227,11 +227,11 @@ def test_gradcheck_of_the_regularisers():
 
 def test_gradcheck_of_the_full_loss():
     cfg = DenseAVConfig.tiny()
-    audio, image = _features(b=3, c=4, t=3, h=2, w=2)
+    audio, image = _features(b=2, c=4, t=3, h=2, w=1)
     a = audio.features.clone().requires_grad_(True)
     v = image.features.clone().requires_grad_(True)
     g = torch.tensor(1.5, dtype=F64, requires_grad=True)
-    splice = torch.rand(3, 3, dtype=F64)
+    splice = torch.rand(2, 3, dtype=F64)
 
     def loss(a, v, g):
         out = DenseAVLoss(cfg)(AudioFeatures(a, audio.mask, audio.cls), ImageFeatures(v, image.cls), g, splice,

@@ -44,6 +44,8 @@ def test_shapes_in_training_and_eval(batch):
     assert out.audio.cls.shape == (4, 32) and out.image.cls.shape == (4, 32)
     assert out.image.features.shape == (4, 32, 2, 2)  # 32 px / patch 8 = 4, pooled 2x2 in training
     assert out.inverse_temperature.item() == 1.0
+    leaves, _ = torch.utils._pytree.tree_flatten(out)  # what DDP walks to find the output tensors
+    assert len(leaves) == 6 and all(isinstance(x, torch.Tensor) for x in leaves)
     model.eval()
     with torch.no_grad():
         assert model.encode_image(images).features.shape == (4, 32, 4, 4)
