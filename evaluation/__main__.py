@@ -10,8 +10,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from evaluation.report import markdown_table, percent, segmentation_markdown, write_report
-
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -98,14 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run_segmentation(args: argparse.Namespace) -> list[Path]:
-    from evaluation.datasets import load_prompted_set
-    from evaluation.runtime import load_model, model_image_size, pick_device
-    from evaluation.segmentation import SegmentationSettings, evaluate_segmentation
+# The commands import torch and transformers; importing them lazily keeps --help instant.
 
-    device = pick_device(args.device)
-    prompted = load_prompted_set(args.data, kind=args.kind)
-    model = load_model(args.model, device)
+
+def run_segmentation(args: argparse.Namespace) -> list[Path]:
+    from evaluation import commands
+    from evaluation.segmentation import SegmentationSettings
+
     settings = SegmentationSettings(
         image_size=args.image_size,
         label_size=args.label_size,
@@ -113,141 +110,35 @@ def run_segmentation(args: argparse.Namespace) -> list[Path]:
         grid_classes=args.grid_classes,
         seed=args.seed,
     )
-    out = Path(args.out)
-    result = evaluate_segmentation(model, prompted, settings, out, device)
-    image_size = args.image_size or model_image_size(model)
-    report = result.to_dict() | {
-        "model": str(args.model),
-        "data": str(args.data),
-        "prompts": len(prompted),
-        "image_size": image_size,
-        "label_size": args.label_size or image_size,
-        "settings": vars(settings),
-    }
-    name = f"segmentation_{prompted.kind}"
-    paths = write_report(out, name, report, segmentation_markdown(report))
-    s = result.summary
-    print(
-        f"{prompted.kind}-prompted segmentation: mAP {percent(s['mAP'])}, mIoU {percent(s['mIoU'])} "
-        f"(chance mAP {percent(s['chance_mAP'])}) over {s['classes']} classes"
-    )
-    return [*paths, *(out / e for e in result.examples.values())]
+    return commands.segmentation(args.model, args.data, args.out, args.kind, settings, args.device)[
+        1
+    ]
 
 
 def run_retrieval(args: argparse.Namespace) -> list[Path]:
-    from evaluation.pairs import count_pairs, iter_pairs
-    from evaluation.retrieval import encode_pool, evaluate_retrieval
-    from evaluation.runtime import load_model, pick_device
+    from evaluation import commands
 
-    device = pick_device(args.device)
-    model = load_model(args.model, device)
-    total = min(args.pool, count_pairs(args.data))
-    pool = encode_pool(
-        model, iter_pairs(args.data, args.pool), args.batch_size, device, total=total
-    )
-    result = evaluate_retrieval(model, pool, device=device)
-    report = result | {
-        "model": str(args.model),
-        "data": str(args.data),
-        "aggregation": model.config.aggregation,
-    }
-    r = result["recall"]
-    md = "\n".join(
-        [
-            f"# Cross-modal retrieval ({result['pool']}-way)",
-            "",
-            f"- model: `{args.model}` (aggregation: {model.config.aggregation})",
-            f"- data: `{args.data}`",
-            "",
-            markdown_table(
-                ["direction", "R@1", "R@5", "R@10", "median rank"],
-                [
-                    [
-                        "audio -> image",
-                        *(percent(r[f"a2v_R@{k}"]) for k in (1, 5, 10)),
-                        result["median_rank"]["a2v"],
-                    ],
-                    [
-                        "image -> audio",
-                        *(percent(r[f"v2a_R@{k}"]) for k in (1, 5, 10)),
-                        result["median_rank"]["v2a"],
-                    ],
-                    ["chance", *(percent(result["chance"][f"R@{k}"]) for k in (1, 5, 10)), ""],
-                ],
-            ),
-        ]
-    )
-    paths = write_report(args.out, "retrieval", report, md)
-    if result["pool"] < args.pool:
-        print(
-            f"note: the data holds only {result['pool']} clips; the pool is {result['pool']}-way, not {args.pool}-way"
-        )
-    print(
-        f"{result['pool']}-way retrieval: A->V R@1/5/10 = "
-        + "/".join(percent(r[f"a2v_R@{k}"]) for k in (1, 5, 10))
-        + ", V->A R@1/5/10 = "
-        + "/".join(percent(r[f"v2a_R@{k}"]) for k in (1, 5, 10))
-    )
-    return list(paths)
+    return commands.retrieval(
+        args.model, args.data, args.out, args.pool, args.batch_size, args.device
+    )[1]
 
 
 def run_disentanglement(args: argparse.Namespace) -> list[Path]:
-    from evaluation.disentanglement import clip_head_scores, evaluate_disentanglement
-    from evaluation.pairs import count_pairs, iter_pairs
-    from evaluation.runtime import load_model, pick_device
+    from evaluation import commands
 
-    device = pick_device(args.device)
-    model = load_model(args.model, device)
-    if model.config.heads != 2:
-        raise SystemExit(
-            f"{args.model}: disentanglement needs a two-head model; this one has {model.config.heads} head(s)"
+    try:
+        _, paths = commands.disentanglement(
+            args.model,
+            args.sound_data,
+            args.speech_data,
+            args.out,
+            args.clips,
+            args.batch_size,
+            args.device,
         )
-    scores = {}
-    for name, data in (("sound", args.sound_data), ("speech", args.speech_data)):
-        total = min(args.clips, count_pairs(data))
-        scores[name] = clip_head_scores(
-            model, iter_pairs(data, args.clips), args.batch_size, device, f"{name} clips", total
-        )
-    sound, speech = scores["sound"], scores["speech"]
-    result = evaluate_disentanglement(sound, speech)
-    report = result | {
-        "model": str(args.model),
-        "sound_data": str(args.sound_data),
-        "speech_data": str(args.speech_data),
-    }
-    means = result["mean_scaled_activation"]
-    md = "\n".join(
-        [
-            "# Disentanglement of the two heads",
-            "",
-            f"- model: `{args.model}`",
-            f"- sound clips: {result['clips']['sound']} from `{args.sound_data}`",
-            f"- language clips: {result['clips']['language']} from `{args.speech_data}`",
-            "",
-            markdown_table(
-                ["PredDis", "ActDis"], [[percent(result["PredDis"]), percent(result["ActDis"])]]
-            ),
-            "",
-            "Mean min-max scaled activation per head (1 = the head's strongest clip):",
-            "",
-            markdown_table(
-                ["head", "sound clips", "language clips"],
-                [
-                    [
-                        k + (" (sound head)" if k == f"head{result['sound_head']}" else ""),
-                        f"{v['sound']:.3f}",
-                        f"{v['language']:.3f}",
-                    ]
-                    for k, v in means.items()
-                ],
-            ),
-        ]
-    )
-    paths = write_report(args.out, "disentanglement", report, md)
-    print(
-        f"PredDis {percent(result['PredDis'])}, ActDis {percent(result['ActDis'])}; sound head: {result['sound_head']}"
-    )
-    return list(paths)
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from err
+    return paths
 
 
 COMMANDS = {

@@ -84,3 +84,53 @@ def segmentation_markdown(report: Mapping[str, Any]) -> str:
             for c in report["skipped_classes"]
         ]
     return "\n".join(lines)
+
+
+def retrieval_markdown(report: Mapping[str, Any]) -> str:
+    """The readable summary of a retrieval report (see ``commands.retrieval``)."""
+    r, ranks = report["recall"], report["median_rank"]
+    rows = [
+        ["audio -> image", *(percent(r[f"a2v_R@{k}"]) for k in (1, 5, 10)), ranks["a2v"]],
+        ["image -> audio", *(percent(r[f"v2a_R@{k}"]) for k in (1, 5, 10)), ranks["v2a"]],
+        ["chance", *(percent(report["chance"][f"R@{k}"]) for k in (1, 5, 10)), ""],
+    ]
+    return "\n".join(
+        [
+            f"# Cross-modal retrieval ({report['pool']}-way)",
+            "",
+            f"- model: `{report['model']}` (aggregation: {report['aggregation']})",
+            f"- data: `{report['data']}` (the first {report['pool']} clips)",
+            "",
+            markdown_table(["direction", "R@1", "R@5", "R@10", "median rank"], rows),
+        ]
+    )
+
+
+def disentanglement_markdown(report: Mapping[str, Any]) -> str:
+    """The readable summary of a disentanglement report (see ``commands.disentanglement``)."""
+    sound_head = f"head{report['sound_head']}"
+    rows = [
+        [
+            k + (" (sound head)" if k == sound_head else ""),
+            f"{v['sound']:.3f}",
+            f"{v['language']:.3f}",
+        ]
+        for k, v in report["mean_scaled_activation"].items()
+    ]
+    return "\n".join(
+        [
+            "# Disentanglement of the two heads",
+            "",
+            f"- model: `{report['model']}`",
+            f"- sound clips: {report['clips']['sound']} from `{report['sound_data']}`",
+            f"- language clips: {report['clips']['language']} from `{report['speech_data']}`",
+            "",
+            markdown_table(
+                ["PredDis", "ActDis"], [[percent(report["PredDis"]), percent(report["ActDis"])]]
+            ),
+            "",
+            "Mean min-max scaled activation per head (1 = the head's strongest clip):",
+            "",
+            markdown_table(["head", "sound clips", "language clips"], rows),
+        ]
+    )
