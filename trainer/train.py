@@ -212,6 +212,7 @@ def train(
             scaler.update()
         else:
             optimizer.step()
+        lrs = {f"lr/{g['name']}": float(g["lr"]) for g in optimizer.param_groups}  # used this step
         scheduler.step()
         state.step += 1
         window_steps += 1
@@ -233,8 +234,7 @@ def train(
                 "grad_norm_max": grad_max,
                 "grad_tensors_clipped": float(clipped),
             })
-            for group in optimizer.param_groups:
-                scalars[f"lr/{group['name']}"] = float(group["lr"])
+            scalars.update(lrs)
             for source, errors in loader.stats.items():
                 scalars[f"data/{source}/skipped_samples"] = float(errors["sample_errors"])
                 scalars[f"data/{source}/skipped_shards"] = float(errors["shard_errors"])
