@@ -16,23 +16,19 @@ from collections.abc import Callable
 
 import torch
 
-from denseav.config import AGGREGATIONS
+from denseav import similarity
+from denseav.config import AGGREGATIONS, SIMILARITY_IMPLS
 
 AggregateFn = Callable[..., torch.Tensor]
 
 
 def aggregate_function(impl: str) -> AggregateFn:
     """``denseav.similarity.aggregate`` for ``"fused"``, ``aggregate_naive`` for ``"naive"``."""
-    from denseav import similarity
-
     if impl == "fused":
         return similarity.aggregate
     if impl == "naive":
-        naive = getattr(similarity, "aggregate_naive", None)
-        if naive is None:
-            raise ValueError("similarity_impl='naive' needs denseav.similarity.aggregate_naive, which is missing")
-        return naive
-    raise ValueError(f"similarity_impl={impl!r}; choose 'fused' or 'naive'")
+        return similarity.aggregate_naive
+    raise ValueError(f"similarity_impl={impl!r}; choose from {SIMILARITY_IMPLS}")
 
 
 def masked_time_mean(audio: torch.Tensor, audio_mask: torch.Tensor | None, eps: float = 1e-6) -> torch.Tensor:

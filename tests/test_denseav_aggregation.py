@@ -110,3 +110,11 @@ def test_gradients_gradcheck(method):
     assert torch.autograd.gradcheck(
         lambda a, v: similarity_matrix(a, v, mask, method=method, heads=2), (audio, image)
     )
+
+
+def test_naive_impl_agrees_with_fused():
+    audio, image, mask = _inputs(5)
+    fused = similarity_matrix(audio, image, mask, method="multihead", heads=3)
+    naive = similarity_matrix(audio, image, mask, method="multihead", heads=3, impl="naive")
+    torch.testing.assert_close(naive, fused)
+    torch.testing.assert_close(naive, _loop_multihead(audio, image, 3, mask))

@@ -189,3 +189,26 @@ def test_config_round_trip_and_validation():
         DenseAVConfig.tiny(similarity_impl="fast")
     with pytest.raises(ValueError, match="model_type"):
         DenseAVConfig.tiny(image_backbone_config={"hidden_size": 8})
+
+
+def test_paper_geometry_28x28_image_tokens_and_55_audio_tokens_for_10_s():
+    """DINO ViT-S/8 geometry (224 px, patch 8, 384-d; one layer to stay fast) and HuBERT's
+    7-layer conv encoder (total stride 320; narrow) give the token grids the paper states."""
+    vits8 = dict(model_type="vit", hidden_size=384, num_hidden_layers=1, num_attention_heads=6,
+                 intermediate_size=1536, image_size=224, patch_size=8, qkv_bias=True, layer_norm_eps=1e-6)
+    hubert = dict(model_type="hubert", hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                  intermediate_size=32, conv_dim=[8] * 7, num_conv_pos_embeddings=16,
+                  num_conv_pos_embedding_groups=4)
+    config = DenseAVConfig.paper(image_backbone=None, image_backbone_config=vits8,
+                                 audio_backbone=None, audio_backbone_config=hubert)
+    torch.manual_seed(0)
+    model = DenseAV(config)
+    assert model.token_layers == [(10, 5), (3, 2), (3, 2), (3, 2), (3, 2), (2, 2), (2, 2), (3, 3), (3, 3)]
+    assert int(model.audio_backbone._get_feat_extract_output_lengths(160000)) == 499  # ~50 Hz
+    assert model.num_tokens(160000) == 55  # ~5.5 Hz after the aligner
+    with torch.no_grad():
+        assert model.encode_image(torch.rand(1, 3, 224, 224)).features.shape == (1, 384, 14, 14)
+        model.eval()
+        assert model.encode_image(torch.rand(1, 3, 224, 224)).features.shape == (1, 384, 28, 28)
+        audio = model.encode_audio(torch.randn(1, 160000))
+    assert audio.features.shape == (1, 384, 55)
