@@ -42,6 +42,14 @@ def conv_output_length(length: int, layers: Sequence[tuple[int, int]]) -> int:
     return length
 
 
+def min_input_length(layers: Sequence[tuple[int, int]]) -> int:
+    """Fewest samples for which the convolutions ``[(kernel, stride), ...]`` produce one output."""
+    length = 1
+    for kernel, stride in reversed(layers):
+        length = (length - 1) * stride + kernel
+    return length
+
+
 def downsample_mask(mask: torch.Tensor, layers: Sequence[tuple[int, int]]) -> torch.Tensor:
     """``(B, N)`` soft mask -> ``(B, T)`` by average pools with the given ``(kernel, stride)`` chain."""
     out = mask.to(torch.get_default_dtype() if not mask.is_floating_point() else mask.dtype).unsqueeze(1)

@@ -20,7 +20,7 @@ from torch.export import register_dataclass
 
 from denseav.aggregation import similarity_matrix
 from denseav.aligners import AudioAligner, ImageAligner
-from denseav.audio import conv_output_length, downsample_mask, normalize_waveform
+from denseav.audio import conv_output_length, downsample_mask, min_input_length, normalize_waveform
 from denseav.backbones import add_lora, architecture_dict, build_backbone, feature_encoder_layers
 from denseav.config import DenseAVConfig
 
@@ -104,6 +104,10 @@ class DenseAV(nn.Module):
     def encode_image(self, images: torch.Tensor) -> ImageFeatures:
         """``(B, 3, H, W)`` in ``[0, 1]`` -> ``ImageFeatures`` (``features (B, C, H/p, W/p)``, halved
         by 2x2 average pooling in training mode when ``config.pool_image_in_training``)."""
+        if images.dim() != 4 or images.shape[1] != 3 or not images.is_floating_point():
+            raise ValueError(
+                f"images must be float (B, 3, H, W) in [0, 1], got {images.dtype} {tuple(images.shape)}"
+            )
         b, _, height, width = images.shape
         p = self.patch_size
         if height % p or width % p:
@@ -138,8 +142,17 @@ class DenseAV(nn.Module):
 
         Each clip is normalised over its valid samples; padding is silence (zeros) to the backbone.
         """
+        if waveform.dim() != 2:
+            raise ValueError(f"waveform must be (B, N) mono samples, got shape {tuple(waveform.shape)}")
+        shortest = min_input_length(self.token_layers)
+        if waveform.shape[1] < shortest:
+            raise ValueError(
+                f"audio of {waveform.shape[1]} samples is too short: the model needs at least {shortest}"
+            )
         if sample_mask is None:
             sample_mask = torch.ones_like(waveform)
+        elif sample_mask.shape != waveform.shape:
+            raise ValueError(f"sample_mask {tuple(sample_mask.shape)} != waveform {tuple(waveform.shape)}")
         normed = normalize_waveform(waveform, sample_mask)
         frames = self.audio_backbone(input_values=normed).last_hidden_state
         mask = self.token_mask(sample_mask.to(waveform.dtype))

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from denseav.audio import conv_output_length, downsample_mask, normalize_waveform
+from denseav.audio import conv_output_length, downsample_mask, min_input_length, normalize_waveform
 from denseav.config import DenseAVConfig
 from denseav.model import DenseAV
 
@@ -48,6 +48,24 @@ def test_conv_output_length_matches_formula_by_hand():
     # 400 -> (400-10)//5+1 = 79 -> (79-3)//3+1 = 26 -> (26-3)//3+1 = 8
     assert conv_output_length(400, [(10, 5), (3, 3), (3, 3)]) == 8
     assert conv_output_length(5, [(10, 5)]) == 0
+
+
+def test_min_input_length_is_the_shortest_input_with_one_output():
+    layers = [(10, 5), (3, 2), (3, 3), (3, 3)]
+    shortest = min_input_length(layers)
+    assert shortest == 100  # 100 -> 19 -> 9 -> 3 -> 1, while 99 -> 18 -> 8 -> 2 -> 0
+    assert conv_output_length(shortest, layers) == 1 and conv_output_length(shortest - 1, layers) == 0
+
+
+def test_too_short_or_misshaped_audio_is_a_clear_error(tiny_model):
+    shortest = min_input_length(tiny_model.token_layers)
+    assert tiny_model.encode_audio(torch.randn(1, shortest)).features.shape[-1] == 1
+    with pytest.raises(ValueError, match="too short"):
+        tiny_model.encode_audio(torch.randn(1, shortest - 1))
+    with pytest.raises(ValueError, match="mono"):
+        tiny_model.encode_audio(torch.randn(1, 2, 8000))
+    with pytest.raises(ValueError, match="sample_mask"):
+        tiny_model.encode_audio(torch.randn(1, 8000), torch.ones(1, 7999))
 
 
 def test_downsample_mask_hand_worked():

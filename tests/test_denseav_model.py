@@ -52,6 +52,8 @@ def test_shapes_in_training_and_eval(batch):
         assert model.encode_image(torch.rand(1, 3, 48, 40)).features.shape == (1, 32, 6, 5)
     with pytest.raises(ValueError, match="patch size"):
         model.encode_image(torch.rand(1, 3, 30, 32))
+    with pytest.raises(ValueError, match="float"):
+        model.encode_image(torch.zeros(1, 3, 32, 32, dtype=torch.uint8))
 
 
 def test_pooling_can_be_switched_off(batch):
