@@ -14,6 +14,7 @@ summary counts by it) and a detail message naming the file.
 from __future__ import annotations
 
 import io
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -222,11 +223,78 @@ class _FramePicker:
         self.previous = frame
         self.rotation = frame.rotation or 0
 
+    @property
+    def next_target(self) -> float:
+        return self.targets[self.order[0]] if self.order else math.inf
+
+    def settle(self, until: float) -> None:
+        """No frame before `until` is still to come: targets before it get the last frame seen."""
+        while self.previous is not None and self.order and self.next_target < until:
+            self.picked[self.order.pop(0)] = _rgb(self.previous, self.short_side)
+
     def finish(self) -> None:
         """The last frame stays on screen until the end; targets after it get it."""
-        if self.previous is not None:
-            while self.order:
-                self.picked[self.order.pop(0)] = _rgb(self.previous, self.short_side)
+        self.settle(math.inf)
+
+
+class _GopDecoder:
+    """Decodes only the groups of pictures (keyframe to keyframe) that show a target time.
+
+    Packets of the current group are held (compressed) until it is known whether a target falls
+    inside it: a packet past the next target, or the next keyframe before it. Groups without a
+    target are dropped undecoded; a decoded group is drained at its end so every frame reaches
+    the picker. A group holding more than `max_buffer` bytes is decoded as it arrives.
+    """
+
+    def __init__(self, stream, picker: _FramePicker, max_buffer: int = 64 << 20):
+        self.codec = stream.codec_context
+        self.time_base = stream.time_base
+        self.picker = picker
+        self.max_buffer = max_buffer
+        self.buffer: list[av.Packet] = []
+        self.buffered = 0
+        self.live = False  # decoding the current group as its packets arrive
+
+    def _time(self, packet: av.Packet) -> float | None:
+        return float(packet.pts * self.time_base) if packet.pts is not None else None
+
+    def _decode(self, packet: av.Packet | None) -> None:
+        for frame in self.codec.decode(packet):
+            # Frames drained by a None packet carry no time base: use the stream's.
+            self.picker.push(frame, float(frame.pts * self.time_base) if frame.pts is not None else 0.0)
+
+    def _go_live(self) -> None:
+        self.live = True
+        for held in self.buffer:
+            self._decode(held)
+        self.buffer, self.buffered = [], 0
+
+    def _end_group(self, next_key: float) -> None:
+        if not self.live and self.buffer and self.picker.next_target < next_key:
+            self._go_live()
+        if self.live:
+            self._decode(None)  # drain the frames the decoder still holds
+            self.codec.flush_buffers()
+        self.picker.settle(next_key)
+        self.buffer, self.buffered, self.live = [], 0, False
+
+    def push(self, packet: av.Packet) -> None:
+        if packet.size == 0:  # the demuxer's end-of-stream packet
+            self.finish()
+            return
+        time = self._time(packet)
+        if packet.is_keyframe and time is not None:
+            self._end_group(time)
+        if self.live:
+            self._decode(packet)
+            return
+        self.buffer.append(packet)
+        self.buffered += packet.size
+        if time is None or time > self.picker.next_target or self.buffered > self.max_buffer:
+            self._go_live()
+
+    def finish(self) -> None:
+        self._end_group(math.inf)
 
 
 def decode_clips(
@@ -284,6 +352,7 @@ def _decode(container, path: str, options: MediaOptions, windows) -> tuple[Media
             stream.codec_context.thread_count = options.decode_threads
     targets = [t for s, e in windows for t in frame_times(s, e, options.frames_per_clip)] if video else []
     picker = _FramePicker(targets, options.short_side)
+    gops = _GopDecoder(video, picker) if video is not None else None
     audio_end = max(e for _, e in windows)
     first = min(s for s, _ in windows)
 
@@ -311,12 +380,16 @@ def _decode(container, path: str, options: MediaOptions, windows) -> tuple[Media
                         pieces.append(samples)
                         decoded_until += samples.size / options.sample_rate
             elif not picker.done:
-                for frame in packet.decode():
-                    picker.push(frame, frame.time if frame.time is not None else 0.0)
+                gops.push(packet)
     except av.error.FFmpegError as e:
         failure = e
     for out in resampler.resample(None):
         pieces.append(out.to_ndarray().reshape(-1))
+    if gops is not None and not picker.done:  # the demuxer stopped before its end-of-stream packet
+        try:
+            gops.finish()
+        except av.error.FFmpegError as e:
+            failure = failure or e
     picker.finish()
     info.rotation = picker.rotation
 

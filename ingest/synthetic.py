@@ -28,7 +28,7 @@ class MediaSpec:
     channels: int = 2
     tone_hz: float = 440.0
     audio_expr: str | None = None  # an aevalsrc expression of t (replaces the sine tone)
-    counter_picture: bool = False  # frame n is flat grey with luma 16 + 2n (its index is readable)
+    counter_picture: bool = False  # frame n is flat grey with luma 16 + 2 (n mod 110): neighbours differ
     variable_frame_rate: bool = False
     rotation: int = 0
     extra_args: tuple[str, ...] = field(default_factory=tuple)
@@ -55,7 +55,7 @@ def make_media(path: str | Path, spec: MediaSpec = MediaSpec()) -> Path:
     if spec.video_codec is not None:
         size = f"size={spec.width}x{spec.height}:rate={spec.fps}:duration={spec.seconds}"
         if spec.counter_picture:
-            video = f"nullsrc={size},format=yuv420p,geq=lum='16+2*N':cb=128:cr=128"
+            video = f"nullsrc={size},format=yuv420p,geq=lum='16+2*mod(N,110)':cb=128:cr=128"
         else:
             video = f"testsrc2={size}"
         args += ["-f", "lavfi", "-i", video]
