@@ -93,6 +93,33 @@ def build_parser() -> argparse.ArgumentParser:
     dis.add_argument(
         "--clips", type=int, default=500, help="clips taken from each dataset (default 500)"
     )
+
+    abl = sub.add_parser(
+        "ablation",
+        help="paper Table 4: train each aggregation with the same budget, evaluate, one table",
+        description="Train one model per similarity aggregation with `python -m trainer.main "
+        "--config CONFIG` (same budget, only model.aggregation differs), evaluate each on the same "
+        "sets and write one table. Arguments not listed here (e.g. --steps 500) go to the trainer "
+        "unchanged, for every run.",
+        allow_abbrev=False,  # unknown options belong to the trainer, never to a prefix of ours
+    )
+    abl.add_argument("--config", required=True, help="trainer YAML config (e.g. configs/toy.yaml)")
+    abl.add_argument("--speech-data", required=True, help="speech-prompted segmentation folder")
+    abl.add_argument("--sound-data", default=None, help="sound-prompted segmentation folder")
+    abl.add_argument(
+        "--retrieval-data", default=None, help="retrieval clips (shards dataset or prompted folder)"
+    )
+    abl.add_argument("--pool", type=int, default=1000, help="retrieval pool size (default 1000)")
+    abl.add_argument(
+        "--aggregations",
+        default="multihead,avgpool,cls,maxspace",
+        help="comma-separated aggregations, in table order (default: all four)",
+    )
+    abl.add_argument("--out", default="ablation_out", help="output root (default: ablation_out)")
+    abl.add_argument("--device", default=None, help="evaluation device (default: cuda or cpu)")
+    abl.add_argument(
+        "--batch-size", type=int, default=16, help="evaluation batch size (default 16)"
+    )
     return parser
 
 
@@ -141,15 +168,38 @@ def run_disentanglement(args: argparse.Namespace) -> list[Path]:
     return paths
 
 
+def run_ablation(args: argparse.Namespace) -> list[Path]:
+    from evaluation.ablation import AblationPlan, run_ablation
+
+    plan = AblationPlan(
+        config=args.config,
+        out=Path(args.out),
+        speech_data=args.speech_data,
+        sound_data=args.sound_data,
+        retrieval_data=args.retrieval_data,
+        pool=args.pool,
+        aggregations=[a.strip() for a in args.aggregations.split(",") if a.strip()],
+        train_overrides=args.train_overrides,
+        batch_size=args.batch_size,
+        device=args.device,
+    )
+    return list(run_ablation(plan)[1])
+
+
 COMMANDS = {
     "segmentation": run_segmentation,
     "retrieval": run_retrieval,
     "disentanglement": run_disentanglement,
+    "ablation": run_ablation,
 }
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "ablation":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.train_overrides = extra
     paths = COMMANDS[args.command](args)
     shown = ", ".join(str(p) for p in paths[:2]) + (
         f" and {len(paths) - 2} example pictures" if len(paths) > 2 else ""
