@@ -31,7 +31,9 @@ def aggregate_function(impl: str) -> AggregateFn:
     raise ValueError(f"similarity_impl={impl!r}; choose from {SIMILARITY_IMPLS}")
 
 
-def masked_time_mean(audio: torch.Tensor, audio_mask: torch.Tensor | None, eps: float = 1e-6) -> torch.Tensor:
+def masked_time_mean(
+    audio: torch.Tensor, audio_mask: torch.Tensor | None, eps: float = 1e-6
+) -> torch.Tensor:
     """``(B, C, T), (B, T) -> (B, C)``: mean over time weighted by the mask (plain mean when None)."""
     if audio_mask is None:
         return audio.mean(dim=-1)
@@ -60,6 +62,10 @@ def similarity_matrix(
     Returns:
         ``(Ba, Bv)``.
     """
+    # Under autocast the two branches can end in different dtypes (a residual in fp32, a conv in
+    # bf16); compare them in the wider one.
+    dtype = torch.promote_types(audio.dtype, image.dtype)
+    audio, image = audio.to(dtype), image.to(dtype)
     if method == "multihead":
         return aggregate_function(impl)(audio, image, heads, audio_mask=audio_mask)
     if method == "maxspace":
@@ -69,5 +75,5 @@ def similarity_matrix(
     if method == "cls":
         if audio_cls is None or image_cls is None:
             raise ValueError("aggregation='cls' needs audio_cls and image_cls (the global tokens)")
-        return audio_cls @ image_cls.T
+        return audio_cls.to(dtype) @ image_cls.to(dtype).T
     raise ValueError(f"aggregation={method!r}; choose from {AGGREGATIONS}")

@@ -33,7 +33,9 @@ class ImageAligner(nn.Module):
 class AudioAligner(nn.Module):
     """``(B, T_in, C_in)`` backbone frames -> features ``(B, C, T)`` and a global token ``(B, C)``."""
 
-    def __init__(self, in_dim: int, out_dim: int, kernel: int, stride: int, attention_heads: int) -> None:
+    def __init__(
+        self, in_dim: int, out_dim: int, kernel: int, stride: int, attention_heads: int
+    ) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(in_dim)
         self.conv1 = nn.Conv1d(in_dim, out_dim, kernel_size=kernel, stride=stride)
@@ -43,7 +45,9 @@ class AudioAligner(nn.Module):
         self.attn_norm = nn.LayerNorm(out_dim)
         self.attn = nn.MultiheadAttention(out_dim, attention_heads, batch_first=True)
         self.mlp_norm = nn.LayerNorm(out_dim)
-        self.mlp = nn.Sequential(nn.Linear(out_dim, 2 * out_dim), nn.GELU(), nn.Linear(2 * out_dim, out_dim))
+        self.mlp = nn.Sequential(
+            nn.Linear(out_dim, 2 * out_dim), nn.GELU(), nn.Linear(2 * out_dim, out_dim)
+        )
 
     @property
     def layers(self) -> list[tuple[int, int]]:

@@ -52,9 +52,13 @@ def min_input_length(layers: Sequence[tuple[int, int]]) -> int:
 
 def downsample_mask(mask: torch.Tensor, layers: Sequence[tuple[int, int]]) -> torch.Tensor:
     """``(B, N)`` soft mask -> ``(B, T)`` by average pools with the given ``(kernel, stride)`` chain."""
-    out = mask.to(torch.get_default_dtype() if not mask.is_floating_point() else mask.dtype).unsqueeze(1)
+    out = mask.to(
+        torch.get_default_dtype() if not mask.is_floating_point() else mask.dtype
+    ).unsqueeze(1)
     for kernel, stride in layers:
         if out.shape[-1] < kernel:
-            raise ValueError(f"audio of {mask.shape[-1]} samples is too short for a kernel of {kernel}")
+            raise ValueError(
+                f"audio of {mask.shape[-1]} samples is too short for a kernel of {kernel}"
+            )
         out = F.avg_pool1d(out, kernel_size=kernel, stride=stride)
     return out.squeeze(1)

@@ -114,7 +114,9 @@ def add_lora(model: PreTrainedModel, rank: int, alpha: float, dropout: float) ->
 
     The adapter parameters have ``lora_`` in their names; the base weights are left untouched.
     """
-    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=qkv_module_names(model))
+    config = LoraConfig(
+        r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=qkv_module_names(model)
+    )
     return inject_adapter_in_model(config, model)
 
 

@@ -87,27 +87,42 @@ class DenseAVConfig:
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first setting that cannot work."""
         if self.image_backbone is None and self.image_backbone_config is None:
-            raise ValueError("DenseAVConfig: set image_backbone (name or path) or image_backbone_config")
+            raise ValueError(
+                "DenseAVConfig: set image_backbone (name or path) or image_backbone_config"
+            )
         if self.audio_backbone is None and self.audio_backbone_config is None:
-            raise ValueError("DenseAVConfig: set audio_backbone (name or path) or audio_backbone_config")
+            raise ValueError(
+                "DenseAVConfig: set audio_backbone (name or path) or audio_backbone_config"
+            )
         for name in ("image_backbone_config", "audio_backbone_config"):
             arch = getattr(self, name)
             if arch is not None and "model_type" not in arch:
-                raise ValueError(f"DenseAVConfig.{name} needs a 'model_type' (e.g. 'vit', 'hubert')")
+                raise ValueError(
+                    f"DenseAVConfig.{name} needs a 'model_type' (e.g. 'vit', 'hubert')"
+                )
         if self.aggregation not in AGGREGATIONS:
-            raise ValueError(f"DenseAVConfig.aggregation={self.aggregation!r}; choose from {AGGREGATIONS}")
+            raise ValueError(
+                f"DenseAVConfig.aggregation={self.aggregation!r}; choose from {AGGREGATIONS}"
+            )
         if self.similarity_impl not in SIMILARITY_IMPLS:
             raise ValueError(
                 f"DenseAVConfig.similarity_impl={self.similarity_impl!r}; choose from {SIMILARITY_IMPLS}"
             )
         if self.heads < 1 or self.feature_dim % self.heads:
-            raise ValueError(f"DenseAVConfig: feature_dim={self.feature_dim} must split into heads={self.heads}")
+            raise ValueError(
+                f"DenseAVConfig: feature_dim={self.feature_dim} must split into heads={self.heads}"
+            )
         if self.feature_dim % self.audio_attention_heads:
             raise ValueError(
                 f"DenseAVConfig: feature_dim={self.feature_dim} must split into "
                 f"audio_attention_heads={self.audio_attention_heads}"
             )
-        if not 0 < self.inverse_temperature_min <= self.inverse_temperature_init <= self.inverse_temperature_max:
+        if (
+            not 0
+            < self.inverse_temperature_min
+            <= self.inverse_temperature_init
+            <= self.inverse_temperature_max
+        ):
             raise ValueError("DenseAVConfig: need 0 < inverse_temperature_min <= init <= max")
         if len(self.image_mean) != 3 or len(self.image_std) != 3:
             raise ValueError("DenseAVConfig: image_mean and image_std need 3 values (RGB)")
@@ -146,46 +161,77 @@ class DenseAVConfig:
         Sized so a batch of 16 ten-second clips trains on a CPU: a narrow conv feature encoder
         (strides 5*4*4*4 = 320, like HuBERT's), 3 transformer layers of width 64, no dropout.
         """
-        settings: dict[str, Any] = dict(
-            image_backbone=None,
-            image_backbone_config=dict(
-                model_type="vit", hidden_size=96, num_hidden_layers=4, num_attention_heads=4,
-                intermediate_size=256, image_size=96, patch_size=8, qkv_bias=True,
-                hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-            ),
-            audio_backbone=None,
-            audio_backbone_config=dict(
-                model_type="hubert", hidden_size=64, num_hidden_layers=3, num_attention_heads=4,
-                intermediate_size=128, conv_dim=[32, 32, 32, 64], conv_kernel=[10, 4, 4, 4],
-                conv_stride=[5, 4, 4, 4], num_conv_pos_embeddings=32, num_conv_pos_embedding_groups=8,
-                hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
-            ),
-            feature_dim=64,
-            heads=2,
-            audio_attention_heads=4,
-        )
+        settings: dict[str, Any] = {
+            "image_backbone": None,
+            "image_backbone_config": {
+                "model_type": "vit",
+                "hidden_size": 96,
+                "num_hidden_layers": 4,
+                "num_attention_heads": 4,
+                "intermediate_size": 256,
+                "image_size": 96,
+                "patch_size": 8,
+                "qkv_bias": True,
+                "hidden_dropout_prob": 0.0,
+                "attention_probs_dropout_prob": 0.0,
+            },
+            "audio_backbone": None,
+            "audio_backbone_config": {
+                "model_type": "hubert",
+                "hidden_size": 64,
+                "num_hidden_layers": 3,
+                "num_attention_heads": 4,
+                "intermediate_size": 128,
+                "conv_dim": [32, 32, 32, 64],
+                "conv_kernel": [10, 4, 4, 4],
+                "conv_stride": [5, 4, 4, 4],
+                "num_conv_pos_embeddings": 32,
+                "num_conv_pos_embedding_groups": 8,
+                "hidden_dropout": 0.0,
+                "attention_dropout": 0.0,
+                "activation_dropout": 0.0,
+            },
+            "feature_dim": 64,
+            "heads": 2,
+            "audio_attention_heads": 4,
+        }
         settings.update(changes)
         return cls(**settings)
 
     @classmethod
     def tiny(cls, **changes: Any) -> DenseAVConfig:
         """The smallest model that still exercises every part (32 px images, 2 heads); for tests."""
-        settings: dict[str, Any] = dict(
-            image_backbone=None,
-            image_backbone_config=dict(
-                model_type="vit", hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                intermediate_size=64, image_size=32, patch_size=8, qkv_bias=True,
-            ),
-            audio_backbone=None,
-            audio_backbone_config=dict(
-                model_type="hubert", hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                intermediate_size=64, conv_dim=[16, 16, 16], conv_kernel=[10, 8, 8],
-                conv_stride=[5, 8, 8], num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
-                hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
-            ),
-            feature_dim=32,
-            heads=2,
-            audio_attention_heads=2,
-        )
+        settings: dict[str, Any] = {
+            "image_backbone": None,
+            "image_backbone_config": {
+                "model_type": "vit",
+                "hidden_size": 32,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 2,
+                "intermediate_size": 64,
+                "image_size": 32,
+                "patch_size": 8,
+                "qkv_bias": True,
+            },
+            "audio_backbone": None,
+            "audio_backbone_config": {
+                "model_type": "hubert",
+                "hidden_size": 32,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 2,
+                "intermediate_size": 64,
+                "conv_dim": [16, 16, 16],
+                "conv_kernel": [10, 8, 8],
+                "conv_stride": [5, 8, 8],
+                "num_conv_pos_embeddings": 16,
+                "num_conv_pos_embedding_groups": 4,
+                "hidden_dropout": 0.0,
+                "attention_dropout": 0.0,
+                "activation_dropout": 0.0,
+            },
+            "feature_dim": 32,
+            "heads": 2,
+            "audio_attention_heads": 2,
+        }
         settings.update(changes)
         return cls(**settings)

@@ -45,14 +45,18 @@ def disentanglement(paired: torch.Tensor) -> torch.Tensor:
     return torch.stack(terms).mean()
 
 
-def weighted_square_mean(paired: torch.Tensor, weights: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+def weighted_square_mean(
+    paired: torch.Tensor, weights: torch.Tensor, eps: float = 1e-6
+) -> torch.Tensor:
     """Paper eq. 9: ``WeightedMean(s^2, m)`` with ``m (B, T)`` broadcast over heads and space.
 
     ``sum s^2 m / sum m`` over every element of the volume; 0 when all weights are 0.
     """
     b, k, t, h, w = paired.shape
     if weights.shape != (b, t):
-        raise ValueError(f"mask of shape {tuple(weights.shape)} does not match the audio tokens ({b}, {t})")
+        raise ValueError(
+            f"mask of shape {tuple(weights.shape)} does not match the audio tokens ({b}, {t})"
+        )
     m = weights.to(paired.dtype)
     total = (paired.pow(2).sum(dim=(1, 3, 4)) * m).sum()
     return total / (m.sum() * (k * h * w)).clamp_min(eps)
@@ -100,11 +104,17 @@ def total_variation(paired: torch.Tensor) -> torch.Tensor:
     return (paired[:, :, 1:] - paired[:, :, :-1]).pow(2).mean()
 
 
+def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def _with_local(everyone: torch.Tensor, local: torch.Tensor, offset: int) -> torch.Tensor:
     """``everyone`` with rows ``[offset, offset + len(local))`` replaced by ``local`` (keeps its grad)."""
     end = offset + local.shape[0]
     if offset < 0 or end > everyone.shape[0]:
-        raise ValueError(f"local rows [{offset}, {end}) do not fit a global batch of {everyone.shape[0]}")
+        raise ValueError(
+            f"local rows [{offset}, {end}) do not fit a global batch of {everyone.shape[0]}"
+        )
     return torch.cat([everyone[:offset], local, everyone[end:]])
 
 
@@ -130,8 +140,14 @@ class DenseAVLoss(nn.Module):
     def _similarity(self, audio: AudioFeatures, image: ImageFeatures) -> torch.Tensor:
         c = self.config
         return similarity_matrix(
-            audio.features, image.features, audio.mask, method=c.aggregation, heads=c.heads,
-            audio_cls=audio.cls, image_cls=image.cls, impl=c.similarity_impl,
+            audio.features,
+            image.features,
+            audio.mask,
+            method=c.aggregation,
+            heads=c.heads,
+            audio_cls=audio.cls,
+            image_cls=image.cls,
+            impl=c.similarity_impl,
         )
 
     def forward(
@@ -184,18 +200,32 @@ class DenseAVLoss(nn.Module):
             "a2v": infonce(gamma * self._similarity(audio, all_image), offset_v),
             "v2a": infonce(gamma * self._similarity(all_audio, image).T, offset_a),
         }
-        paired = paired_sim_volume(audio.features, image.features, c.heads)
+        with torch.autocast(audio.features.device.type, enabled=False):
+            # Regularisers are means of squares of a small volume: compute them in at least fp32.
+            local_a, local_v, every_v = (
+                _at_least_fp32(x) for x in (audio.features, image.features, all_image.features)
+            )
+            paired = paired_sim_volume(local_a, local_v, c.heads)
+            nonneg = nonnegativity(local_a, every_v, c.heads, c.nonneg_samples, generator)
         terms["dis"] = disentanglement(paired)
         terms["splice"] = (
-            weighted_square_mean(paired, splice_mask) if splice_mask is not None else paired.new_zeros(())
+            weighted_square_mean(paired, splice_mask)
+            if splice_mask is not None
+            else paired.new_zeros(())
         )
         terms["silence"] = weighted_square_mean(paired, 1 - audio.mask)
         terms["cal"] = calibration(gamma)
-        terms["nonneg"] = nonnegativity(audio.features, all_image.features, c.heads, c.nonneg_samples, generator)
+        terms["nonneg"] = nonneg
         terms["tv"] = total_variation(paired)
         weights = {
-            "dis": c.dis_weight, "splice": c.splice_weight, "silence": c.silence_weight,
-            "cal": c.cal_weight, "nonneg": c.nonneg_weight, "tv": c.tv_weight,
+            "dis": c.dis_weight,
+            "splice": c.splice_weight,
+            "silence": c.silence_weight,
+            "cal": c.cal_weight,
+            "nonneg": c.nonneg_weight,
+            "tv": c.tv_weight,
         }
-        terms["loss"] = terms["a2v"] + terms["v2a"] + sum(w * terms[name] for name, w in weights.items())
+        terms["loss"] = (
+            terms["a2v"] + terms["v2a"] + sum(w * terms[name] for name, w in weights.items())
+        )
         return terms

@@ -75,23 +75,40 @@ class DenseAV(nn.Module):
         config.validate()
         self.config = config
         self.image_backbone = build_backbone(
-            "image", config.image_backbone, config.image_backbone_config,
-            attn_implementation=config.attn_implementation, load_weights=load_backbone_weights,
+            "image",
+            config.image_backbone,
+            config.image_backbone_config,
+            attn_implementation=config.attn_implementation,
+            load_weights=load_backbone_weights,
         )
         self.audio_backbone = build_backbone(
-            "audio", config.audio_backbone, config.audio_backbone_config,
+            "audio",
+            config.audio_backbone,
+            config.audio_backbone_config,
             overrides=config.audio_backbone_overrides,
-            attn_implementation=config.attn_implementation, load_weights=load_backbone_weights,
+            attn_implementation=config.attn_implementation,
+            load_weights=load_backbone_weights,
         )
         add_lora(self.image_backbone, config.lora_rank, config.lora_alpha, config.lora_dropout)
-        self.image_aligner = ImageAligner(self.image_backbone.config.hidden_size, config.feature_dim)
-        self.audio_aligner = AudioAligner(
-            self.audio_backbone.config.hidden_size, config.feature_dim,
-            config.audio_conv_kernel, config.audio_conv_stride, config.audio_attention_heads,
+        self.image_aligner = ImageAligner(
+            self.image_backbone.config.hidden_size, config.feature_dim
         )
-        self.inverse_temperature = nn.Parameter(torch.tensor(float(config.inverse_temperature_init)))
-        self.register_buffer("image_mean", torch.tensor(config.image_mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("image_std", torch.tensor(config.image_std).view(1, 3, 1, 1), persistent=False)
+        self.audio_aligner = AudioAligner(
+            self.audio_backbone.config.hidden_size,
+            config.feature_dim,
+            config.audio_conv_kernel,
+            config.audio_conv_stride,
+            config.audio_attention_heads,
+        )
+        self.inverse_temperature = nn.Parameter(
+            torch.tensor(float(config.inverse_temperature_init))
+        )
+        self.register_buffer(
+            "image_mean", torch.tensor(config.image_mean).view(1, 3, 1, 1), persistent=False
+        )
+        self.register_buffer(
+            "image_std", torch.tensor(config.image_std).view(1, 3, 1, 1), persistent=False
+        )
         self.phase = 1
         self.set_phase(1)
         self.train()
@@ -115,9 +132,11 @@ class DenseAV(nn.Module):
         pixels = (images - self.image_mean) / self.image_std
         size = self.image_backbone.config.image_size
         resize = (height, width) != (size, size)
-        hidden = self.image_backbone(pixel_values=pixels, interpolate_pos_encoding=resize).last_hidden_state
+        hidden = self.image_backbone(
+            pixel_values=pixels, interpolate_pos_encoding=resize
+        ).last_hidden_state
         h, w = height // p, width // p
-        patches = hidden[:, -h * w:].reshape(b, h, w, -1).permute(0, 3, 1, 2)
+        patches = hidden[:, -h * w :].reshape(b, h, w, -1).permute(0, 3, 1, 2)
         features = self.image_aligner(patches)
         if self.training and self.config.pool_image_in_training:
             features = F.avg_pool2d(features, kernel_size=2)
@@ -137,13 +156,17 @@ class DenseAV(nn.Module):
         """Any ``(B, N)`` soft sample-level mask -> ``(B, T)`` at the aligner's token rate."""
         return downsample_mask(sample_mask, self.token_layers)
 
-    def encode_audio(self, waveform: torch.Tensor, sample_mask: torch.Tensor | None = None) -> AudioFeatures:
+    def encode_audio(
+        self, waveform: torch.Tensor, sample_mask: torch.Tensor | None = None
+    ) -> AudioFeatures:
         """``(B, N)`` 16 kHz waveform (+ ``(B, N)`` valid-sample mask) -> ``AudioFeatures``.
 
         Each clip is normalised over its valid samples; padding is silence (zeros) to the backbone.
         """
         if waveform.dim() != 2:
-            raise ValueError(f"waveform must be (B, N) mono samples, got shape {tuple(waveform.shape)}")
+            raise ValueError(
+                f"waveform must be (B, N) mono samples, got shape {tuple(waveform.shape)}"
+            )
         shortest = min_input_length(self.token_layers)
         if waveform.shape[1] < shortest:
             raise ValueError(
@@ -152,7 +175,9 @@ class DenseAV(nn.Module):
         if sample_mask is None:
             sample_mask = torch.ones_like(waveform)
         elif sample_mask.shape != waveform.shape:
-            raise ValueError(f"sample_mask {tuple(sample_mask.shape)} != waveform {tuple(waveform.shape)}")
+            raise ValueError(
+                f"sample_mask {tuple(sample_mask.shape)} != waveform {tuple(waveform.shape)}"
+            )
         normed = normalize_waveform(waveform, sample_mask)
         frames = self.audio_backbone(input_values=normed).last_hidden_state
         mask = self.token_mask(sample_mask.to(waveform.dtype))
@@ -180,8 +205,14 @@ class DenseAV(nn.Module):
         """
         c = self.config
         return similarity_matrix(
-            audio, image, audio_mask, method=c.aggregation, heads=c.heads,
-            audio_cls=audio_cls, image_cls=image_cls, impl=c.similarity_impl,
+            audio,
+            image,
+            audio_mask,
+            method=c.aggregation,
+            heads=c.heads,
+            audio_cls=audio_cls,
+            image_cls=image_cls,
+            impl=c.similarity_impl,
         )
 
     def forward(
@@ -240,12 +271,16 @@ class DenseAV(nn.Module):
         return out
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> DenseAV:
+    def from_pretrained(
+        cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu"
+    ) -> DenseAV:
         """Load a model written by ``save_pretrained``; returned in eval mode."""
         src = Path(directory)
         for name in (CONFIG_NAME, WEIGHTS_NAME):
             if not (src / name).is_file():
-                raise FileNotFoundError(f"{src}: no {name}; not a DenseAV checkpoint written by save_pretrained")
+                raise FileNotFoundError(
+                    f"{src}: no {name}; not a DenseAV checkpoint written by save_pretrained"
+                )
         config = DenseAVConfig.from_dict(json.loads((src / CONFIG_NAME).read_text()))
         model = cls(config, load_backbone_weights=False)
         model.load_state_dict(load_file(str(src / WEIGHTS_NAME), device=str(map_location)))

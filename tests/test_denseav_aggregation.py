@@ -17,8 +17,10 @@ def _loop_multihead(audio, image, heads, mask):
             num, den = 0.0, 0.0
             for tt in range(t):
                 best = max(
-                    float(audio[i, k * d:(k + 1) * d, tt] @ image[j, k * d:(k + 1) * d, y, x])
-                    for k in range(heads) for y in range(h) for x in range(w)
+                    float(audio[i, k * d : (k + 1) * d, tt] @ image[j, k * d : (k + 1) * d, y, x])
+                    for k in range(heads)
+                    for y in range(h)
+                    for x in range(w)
                 )
                 num += float(mask[i, tt]) * best
                 den += float(mask[i, tt])
@@ -30,7 +32,9 @@ def _inputs(seed=0, ba=3, bv=2, c=6, t=4, h=2, w=3):
     g = torch.Generator().manual_seed(seed)
     audio = torch.randn(ba, c, t, generator=g, dtype=torch.float64)
     image = torch.randn(bv, c, h, w, generator=g, dtype=torch.float64)
-    mask = torch.tensor([[1.0, 1.0, 0.5, 0.0], [1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0]], dtype=torch.float64)
+    mask = torch.tensor(
+        [[1.0, 1.0, 0.5, 0.0], [1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0]], dtype=torch.float64
+    )
     return audio, image, mask[:ba]
 
 
@@ -63,17 +67,25 @@ def test_avgpool_matches_loops():
 
 def test_masked_time_mean_hand_worked():
     audio = torch.tensor([[[1.0, 3.0, 100.0]]])
-    torch.testing.assert_close(masked_time_mean(audio, torch.tensor([[1.0, 1.0, 0.0]])), torch.tensor([[2.0]]))
-    torch.testing.assert_close(masked_time_mean(audio, torch.tensor([[1.0, 0.5, 0.0]])), torch.tensor([[5 / 3]]))
+    torch.testing.assert_close(
+        masked_time_mean(audio, torch.tensor([[1.0, 1.0, 0.0]])), torch.tensor([[2.0]])
+    )
+    torch.testing.assert_close(
+        masked_time_mean(audio, torch.tensor([[1.0, 0.5, 0.0]])), torch.tensor([[5 / 3]])
+    )
     torch.testing.assert_close(masked_time_mean(audio, None), torch.tensor([[104 / 3]]))
 
 
 def test_cls_is_inner_product_of_global_tokens_and_needs_them():
     audio, image, mask = _inputs(3)
-    a_cls = torch.tensor([[1.0, 0, 0, 0, 0, 2.0], [0, 1.0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0]], dtype=torch.float64)
+    a_cls = torch.tensor(
+        [[1.0, 0, 0, 0, 0, 2.0], [0, 1.0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0]], dtype=torch.float64
+    )
     v_cls = torch.tensor([[3.0, 0, 0, 0, 0, 1.0], [0, -2.0, 0, 0, 0, 0]], dtype=torch.float64)
     got = similarity_matrix(audio, image, mask, method="cls", audio_cls=a_cls, image_cls=v_cls)
-    torch.testing.assert_close(got, torch.tensor([[5.0, 0.0], [0.0, -2.0], [0.0, 0.0]], dtype=torch.float64))
+    torch.testing.assert_close(
+        got, torch.tensor([[5.0, 0.0], [0.0, -2.0], [0.0, 0.0]], dtype=torch.float64)
+    )
     with pytest.raises(ValueError, match="cls"):
         similarity_matrix(audio, image, mask, method="cls")
 
@@ -97,7 +109,9 @@ def test_impl_switch_dispatches_to_naive(monkeypatch):
     audio, image, _ = _inputs()
     got = similarity_matrix(audio, image, None, method="multihead", heads=2, impl="naive")
     assert calls == [2]
-    torch.testing.assert_close(got, similarity_matrix(audio, image, None, method="multihead", heads=2))
+    torch.testing.assert_close(
+        got, similarity_matrix(audio, image, None, method="multihead", heads=2)
+    )
     assert aggregation.aggregate_function("fused") is similarity.aggregate
 
 

@@ -54,7 +54,9 @@ def test_min_input_length_is_the_shortest_input_with_one_output():
     layers = [(10, 5), (3, 2), (3, 3), (3, 3)]
     shortest = min_input_length(layers)
     assert shortest == 100  # 100 -> 19 -> 9 -> 3 -> 1, while 99 -> 18 -> 8 -> 2 -> 0
-    assert conv_output_length(shortest, layers) == 1 and conv_output_length(shortest - 1, layers) == 0
+    assert (
+        conv_output_length(shortest, layers) == 1 and conv_output_length(shortest - 1, layers) == 0
+    )
 
 
 def test_too_short_or_misshaped_audio_is_a_clear_error(tiny_model):
@@ -74,11 +76,15 @@ def test_downsample_mask_hand_worked():
     first = downsample_mask(mask, [(3, 2)])
     torch.testing.assert_close(first, torch.tensor([[1.0, 2 / 3, 0.0]]))
     # then kernel 2 stride 1: [(1 + 2/3)/2, (2/3 + 0)/2]
-    torch.testing.assert_close(downsample_mask(mask, [(3, 2), (2, 1)]), torch.tensor([[5 / 6, 1 / 3]]))
+    torch.testing.assert_close(
+        downsample_mask(mask, [(3, 2), (2, 1)]), torch.tensor([[5 / 6, 1 / 3]])
+    )
 
 
 def test_downsample_mask_of_ones_is_ones_and_too_short_is_an_error():
-    torch.testing.assert_close(downsample_mask(torch.ones(2, 100), [(10, 5), (3, 3)]), torch.ones(2, 6))
+    torch.testing.assert_close(
+        downsample_mask(torch.ones(2, 100), [(10, 5), (3, 3)]), torch.ones(2, 6)
+    )
     with pytest.raises(ValueError, match="too short"):
         downsample_mask(torch.ones(1, 4), [(10, 5)])
 

@@ -29,8 +29,10 @@ def _features(b=4, c=6, t=5, h=2, w=3, seed=0, mask=None):
         mask=torch.ones(b, t, dtype=F64) if mask is None else mask,
         cls=torch.randn(b, c, generator=g, dtype=F64),
     )
-    image = ImageFeatures(features=torch.randn(b, c, h, w, generator=g, dtype=F64),
-                          cls=torch.randn(b, c, generator=g, dtype=F64))
+    image = ImageFeatures(
+        features=torch.randn(b, c, h, w, generator=g, dtype=F64),
+        cls=torch.randn(b, c, generator=g, dtype=F64),
+    )
     return audio, image
 
 
@@ -66,8 +68,13 @@ def test_disentanglement_matches_loop(heads):
     pairs = list(itertools.combinations(range(heads), 2))
     expected = 0.0
     for k1, k2 in pairs:
-        vals = [abs(paired[b, k1, t, y, x] * paired[b, k2, t, y, x])
-                for b in range(2) for t in range(3) for y in range(2) for x in range(2)]
+        vals = [
+            abs(paired[b, k1, t, y, x] * paired[b, k2, t, y, x])
+            for b in range(2)
+            for t in range(3)
+            for y in range(2)
+            for x in range(2)
+        ]
         expected += float(sum(vals)) / len(vals)
     assert disentanglement(paired).item() == pytest.approx(expected / len(pairs))
 
@@ -93,8 +100,10 @@ def test_calibration_hand_values():
 
 def test_total_variation_matches_loop():
     paired = torch.randn(2, 2, 4, 2, 3, dtype=F64)
-    diffs = [float(paired[b, k, t + 1, y, x] - paired[b, k, t, y, x]) ** 2
-             for b, k, t, y, x in itertools.product(range(2), range(2), range(3), range(2), range(3))]
+    diffs = [
+        float(paired[b, k, t + 1, y, x] - paired[b, k, t, y, x]) ** 2
+        for b, k, t, y, x in itertools.product(range(2), range(2), range(3), range(2), range(3))
+    ]
     assert total_variation(paired).item() == pytest.approx(sum(diffs) / len(diffs))
     assert total_variation(paired[:, :, :1]).item() == 0
 
@@ -120,13 +129,24 @@ def test_nonnegativity_is_zero_for_nonnegative_features():
 
 
 def _full_loss_by_hand(cfg, audio, image, gamma, splice):
-    s = gamma * torch.stack([
-        torch.stack([
-            sum(audio.mask[i, t] * sim_volume(audio.features[i:i + 1], image.features[j:j + 1], cfg.heads)[0, 0, :, t].max()
-                for t in range(audio.features.shape[-1])) / audio.mask[i].sum().clamp_min(1e-6)
-            for j in range(audio.features.shape[0])
-        ]) for i in range(audio.features.shape[0])
-    ])
+    s = gamma * torch.stack(
+        [
+            torch.stack(
+                [
+                    sum(
+                        audio.mask[i, t]
+                        * sim_volume(
+                            audio.features[i : i + 1], image.features[j : j + 1], cfg.heads
+                        )[0, 0, :, t].max()
+                        for t in range(audio.features.shape[-1])
+                    )
+                    / audio.mask[i].sum().clamp_min(1e-6)
+                    for j in range(audio.features.shape[0])
+                ]
+            )
+            for i in range(audio.features.shape[0])
+        ]
+    )
     paired = paired_sim_volume(audio.features, image.features, cfg.heads)
     return {
         "a2v": _loop_infonce(s.tolist()),
@@ -148,11 +168,19 @@ def test_dense_av_loss_terms_and_weighted_total():
     splice = torch.zeros(4, 5, dtype=F64)
     splice[0, 1:3] = torch.tensor([0.5, 1.0], dtype=F64)
     gamma = torch.tensor(0.7, dtype=F64)
-    terms = DenseAVLoss(cfg)(audio, image, gamma, splice, generator=torch.Generator().manual_seed(0))
+    terms = DenseAVLoss(cfg)(
+        audio, image, gamma, splice, generator=torch.Generator().manual_seed(0)
+    )
     expected = _full_loss_by_hand(cfg, audio, image, gamma, splice)
     for name, value in expected.items():
         assert terms[name].item() == pytest.approx(value), name
-    total = terms["a2v"] + terms["v2a"] + 0.05 * terms["dis"] + 0.01 * terms["splice"] + 0.01 * terms["silence"]
+    total = (
+        terms["a2v"]
+        + terms["v2a"]
+        + 0.05 * terms["dis"]
+        + 0.01 * terms["splice"]
+        + 0.01 * terms["silence"]
+    )
     total = total + 0.1 * terms["cal"] + 0.01 * terms["nonneg"] + 0.01 * terms["tv"]
     assert terms["loss"].item() == pytest.approx(total.item())
     no_splice = DenseAVLoss(cfg)(audio, image, gamma)
@@ -168,10 +196,15 @@ def test_global_batch_split_over_processes_equals_single_process(aggregation):
     gamma = torch.tensor(1.3, dtype=F64)
 
     def leaves():
-        return [t.clone().requires_grad_(True) for t in (audio.features, audio.cls, image.features, image.cls)]
+        return [
+            t.clone().requires_grad_(True)
+            for t in (audio.features, audio.cls, image.features, image.cls)
+        ]
 
     ref = leaves()
-    full = DenseAVLoss(cfg)(AudioFeatures(ref[0], audio.mask, ref[1]), ImageFeatures(ref[2], ref[3]), gamma)
+    full = DenseAVLoss(cfg)(
+        AudioFeatures(ref[0], audio.mask, ref[1]), ImageFeatures(ref[2], ref[3]), gamma
+    )
     (full["a2v"] + full["v2a"]).backward()
 
     split = leaves()
@@ -182,10 +215,15 @@ def test_global_batch_split_over_processes_equals_single_process(aggregation):
         rows = slice(2 * rank, 2 * rank + 2)
         local_a = AudioFeatures(split[0][rows], audio.mask[rows], split[1][rows])
         local_v = ImageFeatures(split[2][rows], split[3][rows])
-        parts.append(DenseAVLoss(cfg)(local_a, local_v, gamma, all_audio=gathered_a, all_image=gathered_v,
-                                      offset=2 * rank))
+        parts.append(
+            DenseAVLoss(cfg)(
+                local_a, local_v, gamma, all_audio=gathered_a, all_image=gathered_v, offset=2 * rank
+            )
+        )
     for name in ("a2v", "v2a"):
-        assert ((parts[0][name] + parts[1][name]) / 2).item() == pytest.approx(full[name].item()), name
+        assert ((parts[0][name] + parts[1][name]) / 2).item() == pytest.approx(full[name].item()), (
+            name
+        )
     (sum(p["a2v"] + p["v2a"] for p in parts) / 2).backward()
     for got, want in zip(split, ref):
         torch.testing.assert_close(got.grad, want.grad)
@@ -195,9 +233,14 @@ def test_gathered_copies_without_grad_still_train_the_local_rows():
     cfg = DenseAVConfig.tiny()
     audio, image = _features()
     local = audio.features[:2].clone().requires_grad_(True)
-    out = DenseAVLoss(cfg)(AudioFeatures(local, audio.mask[:2], audio.cls[:2]),
-                           ImageFeatures(image.features[:2], image.cls[:2]), torch.tensor(1.0, dtype=F64),
-                           all_audio=audio, all_image=image, offset=0)
+    out = DenseAVLoss(cfg)(
+        AudioFeatures(local, audio.mask[:2], audio.cls[:2]),
+        ImageFeatures(image.features[:2], image.cls[:2]),
+        torch.tensor(1.0, dtype=F64),
+        all_audio=audio,
+        all_image=image,
+        offset=0,
+    )
     out["loss"].backward()
     assert local.grad is not None and local.grad.abs().sum() > 0
 
@@ -206,7 +249,9 @@ def test_local_rows_must_fit_the_global_batch():
     cfg = DenseAVConfig.tiny()
     audio, image = _features()
     with pytest.raises(ValueError, match="do not fit"):
-        DenseAVLoss(cfg)(audio, image, torch.tensor(1.0, dtype=F64), all_audio=audio, all_image=image, offset=2)
+        DenseAVLoss(cfg)(
+            audio, image, torch.tensor(1.0, dtype=F64), all_audio=audio, all_image=image, offset=2
+        )
 
 
 def test_gradcheck_of_the_regularisers():
@@ -234,8 +279,13 @@ def test_gradcheck_of_the_full_loss():
     splice = torch.rand(2, 3, dtype=F64)
 
     def loss(a, v, g):
-        out = DenseAVLoss(cfg)(AudioFeatures(a, audio.mask, audio.cls), ImageFeatures(v, image.cls), g, splice,
-                               generator=torch.Generator().manual_seed(2))
+        out = DenseAVLoss(cfg)(
+            AudioFeatures(a, audio.mask, audio.cls),
+            ImageFeatures(v, image.cls),
+            g,
+            splice,
+            generator=torch.Generator().manual_seed(2),
+        )
         return out["loss"]
 
     assert torch.autograd.gradcheck(loss, (a, v, g))

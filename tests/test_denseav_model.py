@@ -29,7 +29,9 @@ def test_backbones_are_the_real_transformers_classes_with_lora_on_qkv():
     model = _model()
     assert isinstance(model.image_backbone, ViTModel) and model.image_backbone.pooler is None
     assert isinstance(model.audio_backbone, HubertModel)
-    names = {n.rsplit(".", 3)[0].rsplit(".", 1)[-1] for n, _ in model.named_parameters() if "lora_A" in n}
+    names = {
+        n.rsplit(".", 3)[0].rsplit(".", 1)[-1] for n, _ in model.named_parameters() if "lora_A" in n
+    }
     assert names == set(qkv_module_names(model.image_backbone)) and len(names) == 3
     lora_a = next(p for n, p in model.named_parameters() if "lora_A" in n)
     assert lora_a.shape[0] == 8  # rank
@@ -69,7 +71,9 @@ def test_forward_loss_backward_of_tiny_model(batch, aggregation):
     out = model(images, wave, mask)
     splice = torch.zeros_like(mask)
     splice[0, 8000:16000] = 1
-    terms = DenseAVLoss(model.config)(out.audio, out.image, out.inverse_temperature, model.token_mask(splice))
+    terms = DenseAVLoss(model.config)(
+        out.audio, out.image, out.inverse_temperature, model.token_mask(splice)
+    )
     assert set(terms) == {"loss", "a2v", "v2a", "dis", "splice", "silence", "cal", "nonneg", "tv"}
     assert all(torch.isfinite(v) for v in terms.values())
     assert terms["splice"] > 0 and terms["silence"] > 0
@@ -79,13 +83,28 @@ def test_forward_loss_backward_of_tiny_model(batch, aggregation):
     assert model.inverse_temperature.grad.abs() > 0
 
 
+def test_mixed_precision_forward_and_loss(batch):
+    images, wave, mask = batch
+    model = _model()
+    model.set_phase(2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(images, wave, mask)
+        terms = DenseAVLoss(model.config)(
+            out.audio, out.image, out.inverse_temperature, out.audio.mask
+        )
+    assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in terms.values())
+    terms["loss"].backward()
+
+
 def test_similarity_uses_configured_aggregation(batch):
     images, wave, mask = batch
     model = _model(heads=1, aggregation="avgpool").eval()
     with torch.no_grad():
         out = model(images, wave, mask)
         got = model.similarity(out.audio.features, out.image.features, out.audio.mask)
-    a = (out.audio.features * out.audio.mask[:, None]).sum(-1) / out.audio.mask.sum(-1, keepdim=True)
+    a = (out.audio.features * out.audio.mask[:, None]).sum(-1) / out.audio.mask.sum(
+        -1, keepdim=True
+    )
     torch.testing.assert_close(got, a @ out.image.features.mean((2, 3)).T)
 
 
@@ -161,8 +180,14 @@ def test_missing_pretrained_weights_name_the_model_and_the_fix():
     assert "facebook/dino-vits8" in text and "image_backbone:" in text and "local" in text
     tiny = DenseAVConfig.tiny()
     with pytest.raises(BackboneNotFoundError) as err:
-        DenseAV(tiny.replace(audio_backbone="facebook/hubert-large-ls960-ft", audio_backbone_config=None))
-    assert "facebook/hubert-large-ls960-ft" in str(err.value) and "audio_backbone:" in str(err.value)
+        DenseAV(
+            tiny.replace(
+                audio_backbone="facebook/hubert-large-ls960-ft", audio_backbone_config=None
+            )
+        )
+    assert "facebook/hubert-large-ls960-ft" in str(err.value) and "audio_backbone:" in str(
+        err.value
+    )
     with pytest.raises(BackboneNotFoundError, match="local path '/nonexistent/dino'"):
         DenseAV(tiny.replace(image_backbone="/nonexistent/dino", image_backbone_config=None))
 
@@ -172,7 +197,9 @@ def test_local_backbone_directory_loads_its_weights(tmp_path):
     source = _model()
     plain = ViTModel(source.image_backbone.config, add_pooling_layer=False)
     plain.save_pretrained(tmp_path / "vit")
-    model = DenseAV(DenseAVConfig.tiny(image_backbone=str(tmp_path / "vit"), image_backbone_config=None))
+    model = DenseAV(
+        DenseAVConfig.tiny(image_backbone=str(tmp_path / "vit"), image_backbone_config=None)
+    )
     want = plain.state_dict()["embeddings.patch_embeddings.projection.weight"]
     got = model.image_backbone.state_dict()["embeddings.patch_embeddings.projection.weight"]
     assert torch.equal(got, want)
@@ -196,16 +223,46 @@ def test_config_round_trip_and_validation():
 def test_paper_geometry_28x28_image_tokens_and_55_audio_tokens_for_10_s():
     """DINO ViT-S/8 geometry (224 px, patch 8, 384-d; one layer to stay fast) and HuBERT's
     7-layer conv encoder (total stride 320; narrow) give the token grids the paper states."""
-    vits8 = dict(model_type="vit", hidden_size=384, num_hidden_layers=1, num_attention_heads=6,
-                 intermediate_size=1536, image_size=224, patch_size=8, qkv_bias=True, layer_norm_eps=1e-6)
-    hubert = dict(model_type="hubert", hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                  intermediate_size=32, conv_dim=[8] * 7, num_conv_pos_embeddings=16,
-                  num_conv_pos_embedding_groups=4)
-    config = DenseAVConfig.paper(image_backbone=None, image_backbone_config=vits8,
-                                 audio_backbone=None, audio_backbone_config=hubert)
+    vits8 = {
+        "model_type": "vit",
+        "hidden_size": 384,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 6,
+        "intermediate_size": 1536,
+        "image_size": 224,
+        "patch_size": 8,
+        "qkv_bias": True,
+        "layer_norm_eps": 1e-6,
+    }
+    hubert = {
+        "model_type": "hubert",
+        "hidden_size": 16,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "intermediate_size": 32,
+        "conv_dim": [8] * 7,
+        "num_conv_pos_embeddings": 16,
+        "num_conv_pos_embedding_groups": 4,
+    }
+    config = DenseAVConfig.paper(
+        image_backbone=None,
+        image_backbone_config=vits8,
+        audio_backbone=None,
+        audio_backbone_config=hubert,
+    )
     torch.manual_seed(0)
     model = DenseAV(config)
-    assert model.token_layers == [(10, 5), (3, 2), (3, 2), (3, 2), (3, 2), (2, 2), (2, 2), (3, 3), (3, 3)]
+    assert model.token_layers == [
+        (10, 5),
+        (3, 2),
+        (3, 2),
+        (3, 2),
+        (3, 2),
+        (2, 2),
+        (2, 2),
+        (3, 3),
+        (3, 3),
+    ]
     assert int(model.audio_backbone._get_feat_extract_output_lengths(160000)) == 499  # ~50 Hz
     assert model.num_tokens(160000) == 55  # ~5.5 Hz after the aligner
     with torch.no_grad():
