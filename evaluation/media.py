@@ -24,18 +24,22 @@ class MediaError(ValueError):
 def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """Decode the first audio stream of any container, resampled to mono ``sample_rate``.
 
+    Channels are averaged (FFmpeg's own down-mix would scale a stereo pair by 0.707 each, so
+    a loud recording could exceed [-1, 1]).
+
     Returns:
-        float32 ``(N,)`` in ``[-1, 1]``.
+        float32 ``(N,)``.
     """
-    resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+    # Planar float keeps the channels apart: frame.to_ndarray() is (channels, samples).
+    resampler = av.AudioResampler(format="fltp", rate=sample_rate)
     chunks: list[np.ndarray] = []
     try:
         with av.open(str(path)) as container:
             if not container.streams.audio:
                 raise MediaError(f"{path}: no audio stream")
             for frame in container.decode(audio=0):
-                chunks.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(frame))
-            chunks.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(None))
+                chunks.extend(f.to_ndarray().mean(axis=0) for f in resampler.resample(frame))
+            chunks.extend(f.to_ndarray().mean(axis=0) for f in resampler.resample(None))
     except (av.FFmpegError, OSError) as err:
         raise MediaError(f"{path}: cannot decode audio: {err}") from err
     if not chunks:
