@@ -15,6 +15,8 @@ from evaluation.datasets import load_prompted_set, read_ade_seg, read_image
 from ingest.sources.audioset_csv import read_class_labels, read_segments
 from ingest.sources.placesaudio_meta import read_metadata
 from ingest.toyworld import generate_world, preset, video_url_template
+from ingest.toyworld.__main__ import main
+from ingest.toyworld.preview import preview
 
 TINY = {"speech_train": 8, "speech_val": 3, "videos": 2, "eval_per_class": 1}
 
@@ -166,11 +168,14 @@ def test_same_seed_is_byte_identical_regardless_of_workers(world, tmp_path):
     assert [k for k in a if a[k] != b[k]] == []
 
 
-def test_different_seeds_give_different_worlds(world, tmp_path):
+def test_different_seeds_give_different_worlds(world, tmp_path, capsys):
     other = tmp_path / "other"
-    generate_world(
-        preset("tiny", seed=4, **TINY), other, workers=1, size_name="tiny", progress=False
+    counts = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]
+    main(
+        ["--out", str(other), "--seed", "4", "--size", "tiny", "--workers", "1", "--quiet"] + counts
     )
+    assert "manifest.json" in capsys.readouterr().out
+    assert _manifest(other)["seed"] == 4
     a, b = _tree(world), _tree(other)
     images = [k for k in a if k.endswith((".jpg", ".mp4", "_seg.png"))]
     assert images and all(a[k] != b.get(k) for k in images)
@@ -180,3 +185,9 @@ def test_different_seeds_give_different_worlds(world, tmp_path):
 def test_refuses_to_overwrite_without_force(world):
     with pytest.raises(FileExistsError, match="--force"):
         generate_world(preset("tiny", seed=3, **TINY), world, workers=1, progress=False)
+
+
+def test_preview_sheet_lists_the_audio(world, tmp_path):
+    wavs = preview(world, tmp_path / "sheet.png", count=3)
+    assert (tmp_path / "sheet.png").stat().st_size > 10_000
+    assert len(wavs) == 6 and all(Path(w).is_file() for w in wavs)

@@ -54,17 +54,22 @@ def youtube_id(seed: int, index: int) -> str:
     return base64.urlsafe_b64encode(digest).decode()[:11]
 
 
+# Per slot: (first start, track length, gap between tracks) ranges in seconds. Slot 0 is never
+# empty; slots 1 and 2 add a second and, more rarely, a third object. Long tracks keep a 10 s
+# segment's labels close to what any one of its frames shows.
+_SLOTS = (((0, 0), (10, 20), (0, 0)), ((0, 8), (8, 16), (5, 12)), ((4, 16), (4, 8), (10, 20)))
+
+
 def plan_tracks(
     rng: np.random.Generator, classes: tuple[ToyClass, ...], duration: float, size: int
 ) -> list[Track]:
-    """Object tracks for a video: slot 0 always shows an object (back-to-back tracks of 4-10 s);
-    slots 1 and 2 alternate 2-8 s gaps with 3-8 s tracks. Objects visible at the same time
-    have different classes."""
+    """Object tracks for a video, in three slots (see ``_SLOTS``): 1-3 objects visible at any
+    time, each for several seconds. Objects visible at the same time have different classes."""
     tracks: list[Track] = []
-    for slot in range(3):
-        t = 0.0 if slot == 0 else float(rng.uniform(0, 6))
+    for first, length_range, gap_range in _SLOTS:
+        t = float(rng.uniform(*first))
         while t < duration - 1.0:
-            length = rng.uniform(4, 10) if slot == 0 else rng.uniform(3, 8)
+            length = rng.uniform(*length_range)
             end = min(duration, t + length) if duration - (t + length) >= 2.0 else duration
             busy = {tr.obj.cls.name for tr in tracks if tr.start < end and t < tr.end}
             free = [c for c in classes if c.name not in busy]
@@ -72,15 +77,10 @@ def plan_tracks(
             half = rng.uniform(MIN_HALF, MAX_HALF) * size
             center = tuple(float(v) for v in rng.uniform(half, size - half, size=2))
             speed, angle = rng.uniform(0, 14), rng.uniform(0, 2 * np.pi)
-            tracks.append(
-                Track(
-                    sample_object(cls, rng, center, float(half)),
-                    float(t),
-                    float(end),
-                    (float(speed * np.cos(angle)), float(speed * np.sin(angle))),
-                )
-            )
-            t = end if slot == 0 else end + rng.uniform(2, 8)
+            velocity = (float(speed * np.cos(angle)), float(speed * np.sin(angle)))
+            obj = sample_object(cls, rng, center, float(half))
+            tracks.append(Track(obj, float(t), float(end), velocity))
+            t = end + float(rng.uniform(*gap_range))
     return tracks
 
 
