@@ -11,6 +11,7 @@ import torch
 
 from denseav.model import AudioFeatures, DenseAV, ImageFeatures
 from evaluation.media import resize_center_crop
+from shards.format import CLIP_SAMPLES
 
 T = TypeVar("T")
 
@@ -42,9 +43,15 @@ def image_batch(images: Sequence[np.ndarray], device: torch.device | str = "cpu"
 
 
 def audio_batch(
-    waves: Sequence[np.ndarray], device: torch.device | str = "cpu", min_samples: int = 0
+    waves: Sequence[np.ndarray],
+    device: torch.device | str = "cpu",
+    min_samples: int = CLIP_SAMPLES,
 ) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
-    """Zero-pad mono clips to the longest (at least ``min_samples``).
+    """Zero-pad mono clips to the longest, and at least to ``min_samples``.
+
+    The default pads to the 10 s of a training clip: the model sees prompts as it saw captions
+    in training, and a clip's result does not depend on the other clips of its batch (unless
+    one of them is longer than 10 s).
 
     Returns:
         ``(waveform (B, N), sample_mask (B, N) with 1 on real samples, valid lengths)``.

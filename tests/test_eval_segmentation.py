@@ -11,7 +11,7 @@ from sklearn.metrics import average_precision_score
 from denseav.config import DenseAVConfig
 from denseav.model import DenseAV
 from evaluation.__main__ import main
-from evaluation.datasets import load_prompted_set, read_image
+from evaluation.datasets import PromptedSet, load_prompted_set, read_image
 from evaluation.heatmaps import upsample
 from evaluation.media import resize_center_crop
 from evaluation.segmentation import (
@@ -154,3 +154,15 @@ def test_retrieval_over_a_prompted_folder(eval_sets, model_dir, tmp_path, capsys
     report = json.loads((out / "retrieval.json").read_text())
     assert report["pool"] == CLASSES * PER_CLASS  # fewer clips than the default 1000: said so
     assert "only 6 clips" in capsys.readouterr().out
+
+
+def test_heatmaps_do_not_depend_on_batch_mates(eval_sets, model_dir):
+    # Prompts of different lengths are padded to one 10 s clip, as in training, so a prompt's
+    # heatmap is the same alone or batched with others.
+    model = DenseAV.from_pretrained(model_dir)
+    full = load_prompted_set(eval_sets["speech"])
+    prompted = PromptedSet(full.root, full.kind, full.prompts[:3])
+    alone = compute_prompt_heatmaps(model, prompted, SegmentationSettings(batch_size=1))
+    together = compute_prompt_heatmaps(model, prompted, SegmentationSettings(batch_size=3))
+    for a, b in zip(alone, together):
+        np.testing.assert_allclose(a.combined, b.combined, rtol=1e-4, atol=1e-5)
