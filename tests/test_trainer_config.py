@@ -12,13 +12,27 @@ def _write(tmp_path, data, name="cfg.yaml"):
     return path
 
 
-BASE = {"data": {"datasets": [{"url": "/d/audioset", "weight": 1}, {"url": "/d/places", "weight": 1}]}}
+BASE = {
+    "data": {"datasets": [{"url": "/d/audioset", "weight": 1}, {"url": "/d/places", "weight": 1}]}
+}
 
 
 def test_yaml_and_overrides(tmp_path):
     path = _write(tmp_path, {**BASE, "steps": 50, "optim": {"lr": "1e-4"}})
-    cfg = load_config(path, ["--optim.warmup_steps", "7", "--batch_size=4", "--seed", "3",
-                             "--model.preset", "tiny", "--logging.trackers", "[]"])
+    cfg = load_config(
+        path,
+        [
+            "--optim.warmup_steps",
+            "7",
+            "--batch_size=4",
+            "--seed",
+            "3",
+            "--model.preset",
+            "tiny",
+            "--logging.trackers",
+            "[]",
+        ],
+    )
     assert cfg.steps == 50 and cfg.optim.lr == 1e-4 and cfg.optim.warmup_steps == 7
     assert cfg.data.batch_size == 4 and cfg.seed == 3
     assert cfg.model == {"preset": "tiny"} or cfg.model["preset"] == "tiny"
@@ -47,7 +61,11 @@ def test_yaml_and_overrides(tmp_path):
         (BASE, ["--steps"], ["--steps needs a value"]),
         ({"data": {"datasets": []}}, [], ["data.datasets", "at least one"]),
         ({"data": {"datasets": [{"url": "/d", "weight": 0}]}}, [], ["data.datasets[0].weight=0.0"]),
-        ({**BASE, "data": {**BASE["data"], "batch_size": 1}}, [], ["data.batch_size=1", "number of datasets"]),
+        (
+            {**BASE, "data": {**BASE["data"], "batch_size": 1}},
+            [],
+            ["data.batch_size=1", "number of datasets"],
+        ),
     ],
 )
 def test_errors_name_the_key_and_value(tmp_path, data, overrides, fragments):
@@ -69,6 +87,11 @@ def test_bad_files_are_named(tmp_path):
 
 def test_help_lists_every_option():
     text = help_text()
-    for option in ("--optim.lr", "--data.batch_size", "--warmup_aligner_steps", "--checkpoint.resume",
-                   "--data.splice_max_seconds"):
+    for option in (
+        "--optim.lr",
+        "--data.batch_size",
+        "--warmup_aligner_steps",
+        "--checkpoint.resume",
+        "--data.splice_max_seconds",
+    ):
         assert option in text

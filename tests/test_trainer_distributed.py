@@ -31,13 +31,23 @@ def _loss_and_grads(rows: slice):
     xa, xv, mask, splice, wa, wv = _inputs()
     wa, wv = wa.requires_grad_(), wv.requires_grad_()
     gamma = torch.tensor(2.0, requires_grad=True)
-    audio = AudioFeatures(torch.einsum("dc,bct->bdt", wa, xa[rows]), mask[rows], xa[rows].mean(-1) @ wa.T)
-    image = ImageFeatures(torch.einsum("dc,bchw->bdhw", wv, xv[rows]), xv[rows].mean((-1, -2)) @ wv.T)
+    audio = AudioFeatures(
+        torch.einsum("dc,bct->bdt", wa, xa[rows]), mask[rows], xa[rows].mean(-1) @ wa.T
+    )
+    image = ImageFeatures(
+        torch.einsum("dc,bchw->bdhw", wv, xv[rows]), xv[rows].mean((-1, -2)) @ wv.T
+    )
     out = DenseAVOutput(audio=audio, image=image, inverse_temperature=gamma)
     # The masked-mean regularisers (splice, silence) average per process by design; left out here.
-    cfg = DenseAVConfig.tiny(feature_dim=C, heads=2, audio_attention_heads=2, nonneg_weight=0.0,
-                             splice_weight=0.0, silence_weight=0.0,
-                             similarity_impl="naive")
+    cfg = DenseAVConfig.tiny(
+        feature_dim=C,
+        heads=2,
+        audio_attention_heads=2,
+        nonneg_weight=0.0,
+        splice_weight=0.0,
+        silence_weight=0.0,
+        similarity_impl="naive",
+    )
     terms = global_batch_loss(DenseAVLoss(cfg), out, splice[rows], torch.Generator().manual_seed(1))
     terms["loss"].backward()
     return terms["loss"].detach(), wa.grad, wv.grad, gamma.grad
@@ -67,8 +77,13 @@ def test_two_processes_give_the_global_batch_gradient(tmp_path):
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     result = tmp_path / "result.pt"
     # fork: the children inherit the imported modules instead of importing them again
-    mp.start_processes(_worker, args=(str(tmp_path / "init"), str(result)), nprocs=WORLD, join=True,
-                       start_method="fork")
+    mp.start_processes(
+        _worker,
+        args=(str(tmp_path / "init"), str(result)),
+        nprocs=WORLD,
+        join=True,
+        start_method="fork",
+    )
     got = torch.load(result, weights_only=True)
     loss, ga, gv, gg = _loss_and_grads(slice(None))
     torch.testing.assert_close(got["loss"], loss, rtol=1e-5, atol=1e-6)

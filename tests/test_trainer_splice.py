@@ -36,8 +36,9 @@ def test_raised_cosine_window_shape():
     x = (torch.arange(20, dtype=torch.float64) + 0.5) / 20
     torch.testing.assert_close(ramp.double(), 0.5 - 0.5 * torch.cos(math.pi * x), rtol=0, atol=1e-6)
     # Mid-ramp both sounds weigh the same.
-    torch.testing.assert_close(raised_cosine_window(10, 4)[:4] + raised_cosine_window(10, 4)[:4].flip(0),
-                               torch.ones(4))
+    torch.testing.assert_close(
+        raised_cosine_window(10, 4)[:4] + raised_cosine_window(10, 4)[:4].flip(0), torch.ones(4)
+    )
 
 
 def _batch(b=4, n=10 * SR, seed=0):
@@ -50,7 +51,9 @@ def _batch(b=4, n=10 * SR, seed=0):
 def test_drawn_splices_respect_the_ranges():
     audio, valid = _batch()
     for seed in range(20):
-        splices = draw_splices(valid, audio.shape[1], torch.Generator().manual_seed(seed), SR, 1.0, 4.0)
+        splices = draw_splices(
+            valid, audio.shape[1], torch.Generator().manual_seed(seed), SR, 1.0, 4.0
+        )
         for i, sp in enumerate(splices):
             assert sp.donor != i
             assert SR <= sp.length <= min(4 * SR, int(valid[sp.donor]))
@@ -68,10 +71,11 @@ def test_applied_splice_mixes_audio_and_masks_by_the_crossfade():
     assert fade == int(0.75 * SR)
     w = raised_cosine_window(3 * SR, fade)
     where = slice(4 * SR, 7 * SR)
-    torch.testing.assert_close(out.audio[1, where],
-                               audio[1, where] * (1 - w) + audio[0, 1000:1000 + 3 * SR] * w)
-    assert torch.equal(out.audio[1, :4 * SR], audio[1, :4 * SR])
-    assert torch.equal(out.audio[1, 7 * SR:], audio[1, 7 * SR:])
+    torch.testing.assert_close(
+        out.audio[1, where], audio[1, where] * (1 - w) + audio[0, 1000 : 1000 + 3 * SR] * w
+    )
+    assert torch.equal(out.audio[1, : 4 * SR], audio[1, : 4 * SR])
+    assert torch.equal(out.audio[1, 7 * SR :], audio[1, 7 * SR :])
     assert torch.equal(out.audio[[0, 2, 3]], audio[[0, 2, 3]])
     # Negative mask: 0 on the clip's own audio, the fade over the piece, 1 on padding.
     t = torch.arange(n)
@@ -79,8 +83,10 @@ def test_applied_splice_mixes_audio_and_masks_by_the_crossfade():
     expected_neg = 1 - own
     expected_neg[where] = 1 - own[where] * (1 - w)
     torch.testing.assert_close(out.negative_mask[1], expected_neg, atol=1e-6, rtol=0)
-    assert torch.all(out.negative_mask[1, 5 * SR:] == 1)  # padded silence counts as negative
-    assert torch.equal(out.splice_mask[1, where], w) and out.splice_mask[1].count_nonzero() == 3 * SR
+    assert torch.all(out.negative_mask[1, 5 * SR :] == 1)  # padded silence counts as negative
+    assert (
+        torch.equal(out.splice_mask[1, where], w) and out.splice_mask[1].count_nonzero() == 3 * SR
+    )
     assert out.splice_mask[[0, 2, 3]].count_nonzero() == 0
     expected_sample_mask = own.clone()
     expected_sample_mask[where] = 1  # the piece reaches into the padding: the encoder sees it

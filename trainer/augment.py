@@ -41,8 +41,13 @@ def _randint(low: int, high: int, g: torch.Generator) -> int:
     return int(torch.randint(low, high + 1, (), generator=g))
 
 
-def crop_box(height: int, width: int, scale: tuple[float, float], ratio: tuple[float, float],
-             g: torch.Generator) -> tuple[int, int, int, int]:
+def crop_box(
+    height: int,
+    width: int,
+    scale: tuple[float, float],
+    ratio: tuple[float, float],
+    g: torch.Generator,
+) -> tuple[int, int, int, int]:
     """A RandomResizedCrop box ``(top, left, h, w)`` inside a ``height x width`` image.
 
     Ten tries of (area fraction in ``scale``, log-uniform aspect in ``ratio``); if none fits,
@@ -53,15 +58,15 @@ def crop_box(height: int, width: int, scale: tuple[float, float], ratio: tuple[f
     for _ in range(10):
         target = area * _uniform(scale[0], scale[1], g)
         aspect = math.exp(_uniform(log_lo, log_hi, g))
-        w = int(round(math.sqrt(target * aspect)))
-        h = int(round(math.sqrt(target / aspect)))
+        w = round(math.sqrt(target * aspect))
+        h = round(math.sqrt(target / aspect))
         if 0 < w <= width and 0 < h <= height:
             return _randint(0, height - h, g), _randint(0, width - w, g), h, w
     in_ratio = width / height
     if in_ratio < ratio[0]:
-        w, h = width, int(round(width / ratio[0]))
+        w, h = width, round(width / ratio[0])
     elif in_ratio > ratio[1]:
-        h, w = height, int(round(height * ratio[1]))
+        h, w = height, round(height * ratio[1])
     else:
         h, w = height, width
     return (height - h) // 2, (width - w) // 2, h, w
@@ -94,10 +99,11 @@ def color_jitter(x: torch.Tensor, strength: float, g: torch.Generator) -> torch.
 def augment_image(frame: np.ndarray, cfg: ImageAugment, g: torch.Generator) -> torch.Tensor:
     """One training view of a frame: ``(H, W, 3) uint8`` -> ``(3, size, size)`` float in [0, 1]."""
     top, left, h, w = crop_box(frame.shape[0], frame.shape[1], cfg.scale, cfg.ratio, g)
-    crop = torch.from_numpy(np.ascontiguousarray(frame[top:top + h, left:left + w]))
+    crop = torch.from_numpy(np.ascontiguousarray(frame[top : top + h, left : left + w]))
     x = crop.permute(2, 0, 1).float().div_(255).unsqueeze(0)
-    x = F.interpolate(x, size=(cfg.size, cfg.size), mode="bilinear", align_corners=False,
-                      antialias=True)[0].clamp_(0, 1)
+    x = F.interpolate(
+        x, size=(cfg.size, cfg.size), mode="bilinear", align_corners=False, antialias=True
+    )[0].clamp_(0, 1)
     if float(torch.rand((), generator=g)) < cfg.hflip_p:
         x = x.flip(-1)
     if cfg.jitter > 0 and float(torch.rand((), generator=g)) < cfg.jitter_p:

@@ -22,8 +22,9 @@ import os
 import random
 import re
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -121,8 +122,9 @@ class CheckpointManager:
         barrier: a function that blocks until every process reaches it.
     """
 
-    def __init__(self, root: str, keep: int, rank: int, world_size: int,
-                 barrier: Callable[[], None]) -> None:
+    def __init__(
+        self, root: str, keep: int, rank: int, world_size: int, barrier: Callable[[], None]
+    ) -> None:
         self.root = root.rstrip("/")
         self.keep = keep
         self.rank = rank
@@ -191,13 +193,23 @@ class CheckpointManager:
         storage.write_bytes(storage.join(url, f"rank-{self.rank}.pt"), _torch_bytes(rank_state))
         if self.rank == 0:
             _publish_safetensors(model_tensors(model), storage.join(url, "model.safetensors"))
-            storage.write_bytes(storage.join(url, "optimizer.pt"), _torch_bytes(optimizer.state_dict()))
+            storage.write_bytes(
+                storage.join(url, "optimizer.pt"), _torch_bytes(optimizer.state_dict())
+            )
             if scaler is not None:
-                storage.write_bytes(storage.join(url, "scaler.pt"), _torch_bytes(scaler.state_dict()))
-            state = {"step": step, "phase": phase, "world_size": self.world_size,
-                     "scheduler": scheduler.state_dict(), **extra}
-            storage.write_bytes(storage.join(url, "trainer_state.json"),
-                                json.dumps(state, indent=1).encode())
+                storage.write_bytes(
+                    storage.join(url, "scaler.pt"), _torch_bytes(scaler.state_dict())
+                )
+            state = {
+                "step": step,
+                "phase": phase,
+                "world_size": self.world_size,
+                "scheduler": scheduler.state_dict(),
+                **extra,
+            }
+            storage.write_bytes(
+                storage.join(url, "trainer_state.json"), json.dumps(state, indent=1).encode()
+            )
         self.barrier()
         if self.rank == 0:
             storage.write_bytes(storage.join(url, COMPLETE), json.dumps({"step": step}).encode())
@@ -242,6 +254,11 @@ class CheckpointManager:
         rank_url = storage.join(url, f"rank-{self.rank}.pt")
         rank_state = _torch_from_bytes(storage.read_bytes(rank_url), rank_url)
         set_rng_state(rank_state["rng"])
-        return LoadedCheckpoint(url=url, step=state["step"], phase=state["phase"],
-                                scheduler=state["scheduler"], data_state=rank_state["data"],
-                                trainer_state=state)
+        return LoadedCheckpoint(
+            url=url,
+            step=state["step"],
+            phase=state["phase"],
+            scheduler=state["scheduler"],
+            data_state=rank_state["data"],
+            trainer_state=state,
+        )

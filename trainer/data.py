@@ -89,8 +89,12 @@ def collate(samples: list[dict]) -> TrainBatch:
 
 def image_augment(cfg: DataConfig) -> ImageAugment:
     return ImageAugment(
-        size=cfg.image_size, scale=(cfg.crop_scale_min, cfg.crop_scale_max), hflip_p=cfg.hflip_p,
-        jitter=cfg.color_jitter, jitter_p=cfg.color_jitter_p, grayscale_p=cfg.grayscale_p,
+        size=cfg.image_size,
+        scale=(cfg.crop_scale_min, cfg.crop_scale_max),
+        hflip_p=cfg.hflip_p,
+        jitter=cfg.color_jitter,
+        jitter_p=cfg.color_jitter_p,
+        grayscale_p=cfg.grayscale_p,
     )
 
 

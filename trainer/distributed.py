@@ -48,7 +48,7 @@ class _GatherWithGrad(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         grad = grad.contiguous().clone()
         dist.all_reduce(grad, op=dist.ReduceOp.SUM)
-        return grad[ctx.start: ctx.stop]
+        return grad[ctx.start : ctx.stop]
 
 
 def gather_with_grad(x: torch.Tensor) -> torch.Tensor:

@@ -32,15 +32,31 @@ def setup_python_logging(is_main: bool) -> None:
 class TrainLogger:
     """Scalars to trackers and ``metrics.jsonl``, sample keys per rank, and a tqdm bar."""
 
-    def __init__(self, accelerator: Accelerator, output_dir: str, total_steps: int,
-                 start_step: int, progress: bool, record_samples: bool) -> None:
+    def __init__(
+        self,
+        accelerator: Accelerator,
+        output_dir: str,
+        total_steps: int,
+        start_step: int,
+        progress: bool,
+        record_samples: bool,
+    ) -> None:
         self.accelerator = accelerator
         self.is_main = accelerator.is_main_process
         self.metrics_path = os.path.join(output_dir, "metrics.jsonl")
-        self.samples_path = (os.path.join(output_dir, f"samples-rank{accelerator.process_index}.jsonl")
-                             if record_samples else None)
-        self.bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step",
-                        dynamic_ncols=True, disable=not (self.is_main and progress))
+        self.samples_path = (
+            os.path.join(output_dir, f"samples-rank{accelerator.process_index}.jsonl")
+            if record_samples
+            else None
+        )
+        self.bar = tqdm(
+            total=total_steps,
+            initial=start_step,
+            desc="train",
+            unit="step",
+            dynamic_ncols=True,
+            disable=not (self.is_main and progress),
+        )
 
     def log(self, step: int, scalars: dict[str, float]) -> None:
         """Record ``scalars`` for the optimizer step ``step`` (main process only writes)."""

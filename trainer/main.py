@@ -111,20 +111,27 @@ def run(cfg: TrainConfig) -> RunState:
     )
     setup_python_logging(accelerator.is_main_process)
     rank, world = accelerator.process_index, accelerator.num_processes
-    log.info("process %d of %d (%s, %s)", rank, world, accelerator.distributed_type, accelerator.device)
+    log.info(
+        "process %d of %d (%s, %s)", rank, world, accelerator.distributed_type, accelerator.device
+    )
 
     model_config = build_model_config(cfg.model)
     torch.manual_seed(cfg.seed)  # the same initial weights on every process
     model = DenseAV(model_config).to(accelerator.device)
     model.train()
     loss_fn = DenseAVLoss(model_config)
-    optimizer = torch.optim.Adam(param_groups(model, cfg.optim.lr), lr=cfg.optim.lr,
-                                 betas=(cfg.optim.beta1, cfg.optim.beta2), eps=cfg.optim.eps,
-                                 weight_decay=cfg.optim.weight_decay)
+    optimizer = torch.optim.Adam(
+        param_groups(model, cfg.optim.lr),
+        lr=cfg.optim.lr,
+        betas=(cfg.optim.beta1, cfg.optim.beta2),
+        eps=cfg.optim.eps,
+        weight_decay=cfg.optim.weight_decay,
+    )
     scheduler = phase_warmup_scheduler(optimizer, cfg.optim.warmup_steps, cfg.warmup_aligner_steps)
     loader = build_loader(cfg.data, cfg.seed, rank, world)
-    checkpoints = CheckpointManager(cfg.checkpoint.dir, cfg.checkpoint.keep, rank, world,
-                                    accelerator.wait_for_everyone)
+    checkpoints = CheckpointManager(
+        cfg.checkpoint.dir, cfg.checkpoint.keep, rank, world, accelerator.wait_for_everyone
+    )
 
     state = RunState(step=0, phase=phase_at(0, cfg.warmup_aligner_steps))
     resume_url = checkpoints.resolve(cfg.checkpoint.resume) if cfg.checkpoint.resume else None
@@ -141,22 +148,40 @@ def run(cfg: TrainConfig) -> RunState:
 
     if cfg.logging.trackers:
         accelerator.init_trackers(cfg.logging.project, config=_flat(to_dict(cfg)))
-    logger = TrainLogger(accelerator, cfg.output_dir, cfg.steps, state.step, cfg.logging.progress,
-                         cfg.logging.record_samples)
-    logger.write_run_info({
-        "world_size": world, "distributed_type": str(accelerator.distributed_type),
-        "device": str(accelerator.device), "mixed_precision": cfg.mixed_precision,
-        "resumed_from": resume_url, "start_step": state.step, "config": to_dict(cfg),
-        "model_config": model_config.to_dict(),
-    })
-    state = train(cfg, accelerator, model, loss_fn, optimizer, scheduler, loader, checkpoints,
-                  logger, state)
+    logger = TrainLogger(
+        accelerator,
+        cfg.output_dir,
+        cfg.steps,
+        state.step,
+        cfg.logging.progress,
+        cfg.logging.record_samples,
+    )
+    logger.write_run_info(
+        {
+            "world_size": world,
+            "distributed_type": str(accelerator.distributed_type),
+            "device": str(accelerator.device),
+            "mixed_precision": cfg.mixed_precision,
+            "resumed_from": resume_url,
+            "start_step": state.step,
+            "config": to_dict(cfg),
+            "model_config": model_config.to_dict(),
+        }
+    )
+    state = train(
+        cfg, accelerator, model, loss_fn, optimizer, scheduler, loader, checkpoints, logger, state
+    )
 
     export = cfg.checkpoint.export_dir or os.path.join(cfg.output_dir, "final_model")
     if accelerator.is_main_process:
         export_model(model, export)
-        log.info("done at step %d. checkpoints: %s | final model (save_pretrained): %s | "
-                 "logs: %s", state.step, cfg.checkpoint.dir, export, cfg.output_dir)
+        log.info(
+            "done at step %d. checkpoints: %s | final model (save_pretrained): %s | logs: %s",
+            state.step,
+            cfg.checkpoint.dir,
+            export,
+            cfg.output_dir,
+        )
     accelerator.wait_for_everyone()
     logger.close()  # ends the trackers and, under several processes, the process group
     return state

@@ -43,17 +43,23 @@ class DataConfig:
         "Training datasets mixed by weight; each batch is split between them in proportion.",
         default_factory=list,
     )
-    batch_size: int = _help("Samples per process per step (global batch = this x processes).", default=10)
+    batch_size: int = _help(
+        "Samples per process per step (global batch = this x processes).", default=10
+    )
     num_workers: int = _help("Data-loading worker processes per training process.", default=2)
     shuffle_buffer: int = _help("Samples held for shuffling by each reader.", default=1000)
     image_size: int = _help("Side of the square training crop (pixels).", default=224)
     crop_scale_min: float = _help("RandomResizedCrop: smallest crop area fraction.", default=0.08)
     crop_scale_max: float = _help("RandomResizedCrop: largest crop area fraction.", default=1.0)
     hflip_p: float = _help("Probability of a horizontal flip.", default=0.5)
-    color_jitter: float = _help("ColorJitter strength for brightness/contrast/saturation/hue.", default=0.2)
+    color_jitter: float = _help(
+        "ColorJitter strength for brightness/contrast/saturation/hue.", default=0.2
+    )
     color_jitter_p: float = _help("Probability of applying ColorJitter.", default=1.0)
     grayscale_p: float = _help("RandomGrayscale probability.", default=0.1)
-    splice: bool = _help("Splice a negative audio piece of another clip into every clip.", default=True)
+    splice: bool = _help(
+        "Splice a negative audio piece of another clip into every clip.", default=True
+    )
     splice_min_seconds: float = _help("Shortest spliced negative piece (seconds).", default=1.0)
     splice_max_seconds: float = _help("Longest spliced negative piece (seconds).", default=4.0)
 
@@ -65,15 +71,21 @@ class OptimConfig:
     beta2: float = _help("Adam beta2.", default=0.999)
     eps: float = _help("Adam epsilon.", default=1e-8)
     weight_decay: float = _help("Adam (L2) weight decay.", default=0.0)
-    warmup_steps: int = _help("Linear learning-rate warm-up at the start of each phase (steps).", default=1000)
+    warmup_steps: int = _help(
+        "Linear learning-rate warm-up at the start of each phase (steps).", default=1000
+    )
     clip_grad: float = _help("Per-tensor gradient-norm clip (0 disables).", default=10.0)
     grad_accum: int = _help("Micro-batches accumulated per optimizer step.", default=1)
 
 
 @dataclass
 class CheckpointConfig:
-    dir: str = _help("Checkpoint root: a local folder or s3://bucket/prefix.", default="outputs/checkpoints")
-    every: int = _help("Save a checkpoint every this many steps (0: only at the end).", default=1000)
+    dir: str = _help(
+        "Checkpoint root: a local folder or s3://bucket/prefix.", default="outputs/checkpoints"
+    )
+    every: int = _help(
+        "Save a checkpoint every this many steps (0: only at the end).", default=1000
+    )
     keep: int = _help("Number of most recent complete checkpoints kept.", default=3)
     resume: str = _help("'latest', a checkpoint path/URL, or '' to start fresh.", default="")
     export_dir: str = _help(
@@ -85,8 +97,10 @@ class CheckpointConfig:
 @dataclass
 class LoggingConfig:
     every: int = _help("Log scalars every this many steps.", default=10)
-    trackers: list[str] = _help("Accelerate trackers (tensorboard, wandb, ...; [] for none).",
-                                default_factory=lambda: ["tensorboard"])
+    trackers: list[str] = _help(
+        "Accelerate trackers (tensorboard, wandb, ...; [] for none).",
+        default_factory=lambda: ["tensorboard"],
+    )
     project: str = _help("Tracker project/run name.", default="denseav")
     progress: bool = _help("Show a tqdm progress bar on the main process.", default=True)
     record_samples: bool = _help(
@@ -107,8 +121,9 @@ class TrainConfig:
     steps: int = _help("Optimizer steps in total (both phases).", default=10000)
     warmup_aligner_steps: int = _help("Phase-1 steps: aligners and temperature only.", default=3000)
     mixed_precision: str = _help("'no', 'bf16' or 'fp16' (fp16 needs a GPU).", default="no")
-    seed: int = _help("Seed of the model initialisation, data order, augmentation and splicing.",
-                      default=0)
+    seed: int = _help(
+        "Seed of the model initialisation, data order, augmentation and splicing.", default=0
+    )
     output_dir: str = _help("Local folder for logs and the exported model.", default="outputs/run")
 
 
@@ -216,25 +231,44 @@ def validate(cfg: TrainConfig) -> None:
         _check(bool(ds.url), f"data.datasets[{i}].url", ds.url, "a dataset location is needed")
         _check(ds.weight > 0, f"data.datasets[{i}].weight", ds.weight, "must be > 0")
     _check(d.batch_size >= 1, "data.batch_size", d.batch_size, "must be >= 1")
-    _check(d.batch_size >= len(d.datasets), "data.batch_size", d.batch_size,
-           f"must be >= the number of datasets ({len(d.datasets)}) so each gets a share")
+    _check(
+        d.batch_size >= len(d.datasets),
+        "data.batch_size",
+        d.batch_size,
+        f"must be >= the number of datasets ({len(d.datasets)}) so each gets a share",
+    )
     _check(d.num_workers >= 0, "data.num_workers", d.num_workers, "must be >= 0")
     _check(d.shuffle_buffer >= 1, "data.shuffle_buffer", d.shuffle_buffer, "must be >= 1")
     _check(d.image_size >= 8, "data.image_size", d.image_size, "must be >= 8")
-    _check(0 < d.crop_scale_min <= d.crop_scale_max <= 1, "data.crop_scale_min",
-           (d.crop_scale_min, d.crop_scale_max), "need 0 < crop_scale_min <= crop_scale_max <= 1")
+    _check(
+        0 < d.crop_scale_min <= d.crop_scale_max <= 1,
+        "data.crop_scale_min",
+        (d.crop_scale_min, d.crop_scale_max),
+        "need 0 < crop_scale_min <= crop_scale_max <= 1",
+    )
     for key in ("hflip_p", "color_jitter_p", "grayscale_p"):
         value = getattr(d, key)
         _check(0 <= value <= 1, f"data.{key}", value, "a probability must be in [0, 1]")
     _check(0 <= d.color_jitter <= 0.5, "data.color_jitter", d.color_jitter, "must be in [0, 0.5]")
-    _check(0 < d.splice_min_seconds <= d.splice_max_seconds, "data.splice_min_seconds",
-           (d.splice_min_seconds, d.splice_max_seconds),
-           "need 0 < splice_min_seconds <= splice_max_seconds")
-    _check(d.splice_max_seconds < 10, "data.splice_max_seconds", d.splice_max_seconds,
-           "must be shorter than a 10 s clip")
+    _check(
+        0 < d.splice_min_seconds <= d.splice_max_seconds,
+        "data.splice_min_seconds",
+        (d.splice_min_seconds, d.splice_max_seconds),
+        "need 0 < splice_min_seconds <= splice_max_seconds",
+    )
+    _check(
+        d.splice_max_seconds < 10,
+        "data.splice_max_seconds",
+        d.splice_max_seconds,
+        "must be shorter than a 10 s clip",
+    )
     _check(o.lr > 0, "optim.lr", o.lr, "must be > 0")
-    _check(0 <= o.beta1 < 1 and 0 <= o.beta2 < 1, "optim.beta1/beta2", (o.beta1, o.beta2),
-           "must be in [0, 1)")
+    _check(
+        0 <= o.beta1 < 1 and 0 <= o.beta2 < 1,
+        "optim.beta1/beta2",
+        (o.beta1, o.beta2),
+        "must be in [0, 1)",
+    )
     _check(o.eps > 0, "optim.eps", o.eps, "must be > 0")
     _check(o.weight_decay >= 0, "optim.weight_decay", o.weight_decay, "must be >= 0")
     _check(o.warmup_steps >= 0, "optim.warmup_steps", o.warmup_steps, "must be >= 0")
@@ -244,10 +278,18 @@ def validate(cfg: TrainConfig) -> None:
     _check(c.keep >= 1, "checkpoint.keep", c.keep, "must be >= 1")
     _check(lg.every >= 1, "logging.every", lg.every, "must be >= 1")
     _check(cfg.steps >= 1, "steps", cfg.steps, "must be >= 1")
-    _check(cfg.warmup_aligner_steps >= 0, "warmup_aligner_steps", cfg.warmup_aligner_steps,
-           "must be >= 0")
-    _check(cfg.mixed_precision in _PRECISIONS, "mixed_precision", cfg.mixed_precision,
-           f"must be one of {', '.join(_PRECISIONS)}")
+    _check(
+        cfg.warmup_aligner_steps >= 0,
+        "warmup_aligner_steps",
+        cfg.warmup_aligner_steps,
+        "must be >= 0",
+    )
+    _check(
+        cfg.mixed_precision in _PRECISIONS,
+        "mixed_precision",
+        cfg.mixed_precision,
+        f"must be one of {', '.join(_PRECISIONS)}",
+    )
     _check(isinstance(cfg.model, dict), "model", cfg.model, "must be a mapping")
 
 
@@ -366,5 +408,7 @@ def help_text(cls: type = TrainConfig, prefix: str = "") -> str:
         else:
             default = "(required)"
         tp_name = getattr(tp, "__name__", str(tp)).replace("typing.", "")
-        lines.append(f"  --{name} ({tp_name}, default {default!r})\n      {f.metadata.get('help', '')}")
+        lines.append(
+            f"  --{name} ({tp_name}, default {default!r})\n      {f.metadata.get('help', '')}"
+        )
     return "\n".join(lines)

@@ -29,7 +29,8 @@ class PhaseWarmup:
         return min(1.0, (step - start + 1) / self.warmup_steps)
 
 
-def phase_warmup_scheduler(optimizer: torch.optim.Optimizer, warmup_steps: int,
-                           phase2_start: int) -> LambdaLR:
+def phase_warmup_scheduler(
+    optimizer: torch.optim.Optimizer, warmup_steps: int, phase2_start: int
+) -> LambdaLR:
     """A ``LambdaLR`` whose ``step()`` is called once per optimizer step."""
     return LambdaLR(optimizer, PhaseWarmup(warmup_steps, phase2_start))

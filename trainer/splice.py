@@ -55,7 +55,7 @@ def raised_cosine_window(length: int, fade: int) -> torch.Tensor:
         x = (torch.arange(fade, dtype=torch.float64) + 0.5) / fade
         ramp = 0.5 - 0.5 * torch.cos(math.pi * x)
         window[:fade] = ramp
-        window[length - fade:] = ramp.flip(0)
+        window[length - fade :] = ramp.flip(0)
     return window.float()
 
 
@@ -92,8 +92,8 @@ def draw_splices(
         One :class:`Splice` per clip; None when there is no other clip with audio (``B == 1``).
     """
     b = valid_samples.shape[0]
-    lo = int(round(min_seconds * sample_rate))
-    hi = int(round(max_seconds * sample_rate))
+    lo = round(min_seconds * sample_rate)
+    hi = round(max_seconds * sample_rate)
     out: list[Splice | None] = []
     for i in range(b):
         if b < 2:
@@ -132,9 +132,11 @@ def apply_splices(
     for i, sp in enumerate(splices):
         if sp is None:
             continue
-        w = raised_cosine_window(sp.length, crossfade_samples(sp.length, sample_rate)).to(audio.dtype)
+        w = raised_cosine_window(sp.length, crossfade_samples(sp.length, sample_rate)).to(
+            audio.dtype
+        )
         where = slice(sp.dst, sp.dst + sp.length)
-        out[i, where] = out[i, where] * (1 - w) + audio[sp.donor, sp.src:sp.src + sp.length] * w
+        out[i, where] = out[i, where] * (1 - w) + audio[sp.donor, sp.src : sp.src + sp.length] * w
         fade[i, where] = w
         donors[i] = sp.donor
     sample_mask = torch.maximum(valid, (fade > 0).to(audio.dtype))
@@ -161,6 +163,7 @@ def splice_negatives(
         :class:`SplicedAudio`. With ``B == 1`` there is no other clip: nothing is spliced and
         only the padding is negative.
     """
-    splices = draw_splices(valid_samples, audio.shape[1], generator, sample_rate, min_seconds,
-                           max_seconds)
+    splices = draw_splices(
+        valid_samples, audio.shape[1], generator, sample_rate, min_seconds, max_seconds
+    )
     return apply_splices(audio, valid_samples, splices, sample_rate)

@@ -21,8 +21,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 from accelerate import Accelerator
@@ -59,8 +59,9 @@ class ForwardModule(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, images: torch.Tensor, waveform: torch.Tensor,
-                sample_mask: torch.Tensor) -> DenseAVOutput:
+    def forward(
+        self, images: torch.Tensor, waveform: torch.Tensor, sample_mask: torch.Tensor
+    ) -> DenseAVOutput:
         return self.model(images, waveform, sample_mask)
 
 
@@ -83,8 +84,11 @@ def param_groups(model: DenseAV, lr: float) -> list[dict]:
     None, so frozen parameters are neither changed nor given optimizer state.
     """
     lora = [p for n, p in model.image_backbone.named_parameters() if "lora_" in n]
-    aligners = [model.inverse_temperature, *model.image_aligner.parameters(),
-                *model.audio_aligner.parameters()]
+    aligners = [
+        model.inverse_temperature,
+        *model.image_aligner.parameters(),
+        *model.audio_aligner.parameters(),
+    ]
     return [
         {"name": "aligners", "params": aligners, "lr": lr},
         {"name": "image_lora", "params": lora, "lr": lr},
@@ -111,8 +115,14 @@ def clip_per_tensor(parameters: list[nn.Parameter], max_norm: float) -> tuple[fl
 def splice_batch(batch: TrainBatch, cfg: TrainConfig, generator: torch.Generator) -> SplicedAudio:
     """Negative audio pieces for the batch (or only the padding masks when splicing is off)."""
     if cfg.data.splice:
-        return splice_negatives(batch.audio, batch.valid_samples, generator, SAMPLE_RATE,
-                                cfg.data.splice_min_seconds, cfg.data.splice_max_seconds)
+        return splice_negatives(
+            batch.audio,
+            batch.valid_samples,
+            generator,
+            SAMPLE_RATE,
+            cfg.data.splice_min_seconds,
+            cfg.data.splice_max_seconds,
+        )
     return apply_splices(batch.audio, batch.valid_samples, [None] * len(batch), SAMPLE_RATE)
 
 
@@ -137,12 +147,78 @@ def global_batch_loss(
     gamma = out.inverse_temperature.float()
     if not is_distributed():
         return loss_fn(audio, image, gamma, splice_tokens, generator=generator)
-    all_audio = AudioFeatures(gather_with_grad(audio.features), gather_no_grad(audio.mask),
-                              gather_with_grad(audio.cls))
+    all_audio = AudioFeatures(
+        gather_with_grad(audio.features), gather_no_grad(audio.mask), gather_with_grad(audio.cls)
+    )
     all_image = ImageFeatures(gather_with_grad(image.features), gather_with_grad(image.cls))
     offset = local_offset(audio.features.shape[0], audio.features.device)
-    return loss_fn(audio, image, gamma, splice_tokens, all_audio=all_audio, all_image=all_image,
-                   offset=offset, generator=generator)
+    return loss_fn(
+        audio,
+        image,
+        gamma,
+        splice_tokens,
+        all_audio=all_audio,
+        all_image=all_image,
+        offset=offset,
+        generator=generator,
+    )
+
+
+def step_generators(
+    seed: int, rank: int, step: int, micro: int
+) -> tuple[torch.Generator, torch.Generator]:
+    """The splice and loss generators of one micro-batch (a pure function of its place in the run)."""
+    return tuple(  # type: ignore[return-value]
+        torch.Generator().manual_seed(derive_seed(seed, stream, rank, step, micro) % (1 << 63))
+        for stream in (_STREAM_SPLICE, _STREAM_LOSS)
+    )
+
+
+def forward_backward(
+    accelerator: Accelerator,
+    wrapped: nn.Module,
+    model: DenseAV,
+    loss_fn: DenseAVLoss,
+    batch: TrainBatch,
+    cfg: TrainConfig,
+    generators: tuple[torch.Generator, torch.Generator],
+    sync: bool = True,
+) -> dict[str, torch.Tensor]:
+    """Splice, encode, global-batch loss and backward for one micro-batch; returns the loss terms.
+
+    ``sync=False`` skips DDP's gradient all-reduce (all but the last micro-batch of a step).
+    The loss is divided by ``optim.grad_accum`` before backward.
+    """
+    g_splice, g_loss = generators
+    device = accelerator.device
+    spliced = splice_batch(batch, cfg, g_splice)
+    context = contextlib.nullcontext() if sync else accelerator.no_sync(wrapped)
+    with context:
+        out = wrapped(
+            batch.images.to(device), spliced.audio.to(device), spliced.sample_mask.to(device)
+        )
+        splice_tokens = model.token_mask(spliced.splice_mask.to(device))
+        terms = global_batch_loss(loss_fn, out, splice_tokens, g_loss)
+        accelerator.backward(terms["loss"] / cfg.optim.grad_accum)
+    return {name: value.detach().float() for name, value in terms.items()}
+
+
+def apply_gradients(
+    accelerator: Accelerator, model: DenseAV, optimizer: torch.optim.Optimizer, max_norm: float
+) -> tuple[float, int]:
+    """Unscale (fp16), clip each gradient tensor, Adam step. Returns (largest norm, #clipped)."""
+    scaler = accelerator.scaler
+    if scaler is not None:
+        scaler.unscale_(optimizer)
+    grad_max, clipped = clip_per_tensor(
+        [p for p in model.parameters() if p.requires_grad], max_norm
+    )
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    return grad_max, clipped
 
 
 @dataclass
@@ -172,13 +248,14 @@ def train(
     accum = cfg.optim.grad_accum
     samples_per_step = cfg.data.batch_size * world * accum
     wrapped = enter_phase(accelerator, model, state.phase)
-    trainable = lambda: [p for p in model.parameters() if p.requires_grad]  # noqa: E731
     batches: Iterator[list[dict]] = iter(loader)
     window_start, window_steps, window_wait = time.perf_counter(), 0, 0.0
     while state.step < cfg.steps:
         phase = phase_at(state.step, cfg.warmup_aligner_steps)
         if phase != state.phase:
-            log.info("step %d: phase %d -> %d (backbones start training)", state.step, state.phase, phase)
+            log.info(
+                "step %d: phase %d -> %d (backbones start training)", state.step, state.phase, phase
+            )
             state.phase = phase
             wrapped = enter_phase(accelerator, model, phase)
         torch.manual_seed(derive_seed(cfg.seed, _STREAM_MODEL, rank, state.step) % (1 << 63))
@@ -189,29 +266,19 @@ def train(
             batch = collate(next(batches))
             window_wait += time.perf_counter() - t0
             logger.record_samples(state.step, batch.keys, batch.sources)
-            g_splice = torch.Generator().manual_seed(
-                derive_seed(cfg.seed, _STREAM_SPLICE, rank, state.step, micro) % (1 << 63))
-            g_loss = torch.Generator().manual_seed(
-                derive_seed(cfg.seed, _STREAM_LOSS, rank, state.step, micro) % (1 << 63))
-            spliced = splice_batch(batch, cfg, g_splice)
-            sync = contextlib.nullcontext() if micro == accum - 1 else accelerator.no_sync(wrapped)
-            with sync:
-                out = wrapped(batch.images.to(device), spliced.audio.to(device),
-                              spliced.sample_mask.to(device))
-                splice_tokens = model.token_mask(spliced.splice_mask.to(device))
-                terms = global_batch_loss(loss_fn, out, splice_tokens, g_loss)
-                accelerator.backward(terms["loss"] / accum)
+            terms = forward_backward(
+                accelerator,
+                wrapped,
+                model,
+                loss_fn,
+                batch,
+                cfg,
+                step_generators(cfg.seed, rank, state.step, micro),
+                sync=micro == accum - 1,
+            )
             for name, value in terms.items():
-                totals[name] = totals.get(name, 0.0) + value.detach().float() / accum
-        scaler = accelerator.scaler
-        if scaler is not None:
-            scaler.unscale_(optimizer)
-        grad_max, clipped = clip_per_tensor(trainable(), cfg.optim.clip_grad)
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
+                totals[name] = totals.get(name, 0.0) + value / accum
+        grad_max, clipped = apply_gradients(accelerator, model, optimizer, cfg.optim.clip_grad)
         lrs = {f"lr/{g['name']}": float(g["lr"]) for g in optimizer.param_groups}  # used this step
         scheduler.step()
         state.step += 1
@@ -221,19 +288,24 @@ def train(
         if state.step % cfg.logging.every == 0 or state.step == cfg.steps:
             elapsed = time.perf_counter() - window_start
             names = sorted(totals)
-            local = torch.stack([totals[n] for n in names] + [
-                torch.tensor(window_wait / window_steps, device=device)])
+            local = torch.stack(
+                [totals[n] for n in names]
+                + [torch.tensor(window_wait / window_steps, device=device)]
+            )
             mean = accelerator.reduce(local.to(device), reduction="mean")
-            scalars = {f"loss/{n}" if n != "loss" else "loss": float(v)
-                       for n, v in zip(names, mean[:-1])}
-            scalars.update({
-                "inverse_temperature": float(model.clamped_inverse_temperature().detach()),
-                "phase": float(state.phase),
-                "samples_per_s": samples_per_step * window_steps / max(elapsed, 1e-9),
-                "data_wait_s": float(mean[-1]),
-                "grad_norm_max": grad_max,
-                "grad_tensors_clipped": float(clipped),
-            })
+            scalars = {
+                f"loss/{n}" if n != "loss" else "loss": float(v) for n, v in zip(names, mean[:-1])
+            }
+            scalars.update(
+                {
+                    "inverse_temperature": float(model.clamped_inverse_temperature().detach()),
+                    "phase": float(state.phase),
+                    "samples_per_s": samples_per_step * window_steps / max(elapsed, 1e-9),
+                    "data_wait_s": float(mean[-1]),
+                    "grad_norm_max": grad_max,
+                    "grad_tensors_clipped": float(clipped),
+                }
+            )
             scalars.update(lrs)
             for source, errors in loader.stats.items():
                 scalars[f"data/{source}/skipped_samples"] = float(errors["sample_errors"])
@@ -243,8 +315,15 @@ def train(
 
         every = cfg.checkpoint.every
         if (every > 0 and state.step % every == 0) or state.step == cfg.steps:
-            url = checkpoints.save(state.step, state.phase, model, optimizer, scheduler,
-                                   accelerator.scaler, loader.state_dict(),
-                                   {"seed": cfg.seed})
+            url = checkpoints.save(
+                state.step,
+                state.phase,
+                model,
+                optimizer,
+                scheduler,
+                accelerator.scaler,
+                loader.state_dict(),
+                {"seed": cfg.seed},
+            )
             log.info("step %d: checkpoint written to %s", state.step, url)
     return state
