@@ -18,7 +18,7 @@ from ingest.toyworld import generate_world, preset, video_url_template
 from ingest.toyworld.__main__ import main
 from ingest.toyworld.preview import preview
 
-TINY = {"speech_train": 8, "speech_val": 3, "videos": 2, "eval_per_class": 1}
+TINY = {"speech_train": 8, "speech_val": 3, "videos": 2, "eval_videos": 1, "eval_per_class": 1}
 
 
 @pytest.fixture(scope="module")
@@ -52,11 +52,15 @@ def test_audioset_layout_parses(world):
     m = _manifest(world)
     classes = read_class_labels(world / m["paths"]["audioset_class_labels_csv"])
     assert [c.mid for c in classes] == [c["mid"] for c in m["classes"]]
-    segments = read_segments(world / m["paths"]["audioset_segments_csv"], [c.mid for c in classes])
-    assert len(segments) == m["counts"]["audioset_segments"] > 0
+    mids = [c.mid for c in classes]
+    train = read_segments(world / m["paths"]["audioset_segments_csv"], mids)
+    held_out = read_segments(world / m["paths"]["audioset_eval_segments_csv"], mids)
+    assert len(train) == m["counts"]["audioset_segments"] > 0
+    assert len(held_out) == m["counts"]["audioset_eval_segments"] > 0
+    assert {s.ytid for s in train}.isdisjoint(s.ytid for s in held_out)
     template = video_url_template(world)
     assert template.startswith("file://") and "{YTID}" in template
-    for s in segments:
+    for s in train + held_out:
         assert s.duration == 10.0
         assert (world / m["paths"]["audioset_video_template"].format(YTID=s.ytid)).is_file()
 

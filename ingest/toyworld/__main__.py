@@ -33,7 +33,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--num-classes", type=int, help="use the first N of the 12 classes")
     p.add_argument("--speech-train", type=int, help="PlacesAudio train captions")
     p.add_argument("--speech-val", type=int, help="PlacesAudio val captions")
-    p.add_argument("--videos", type=int, help="AudioSet-style videos")
+    p.add_argument("--videos", type=int, help="AudioSet-style training videos")
+    p.add_argument("--eval-videos", type=int, help="held-out AudioSet-style videos")
     p.add_argument("--min-video-seconds", type=int, help="shortest video (s, >= 10)")
     p.add_argument("--max-video-seconds", type=int, help="longest video (s)")
     p.add_argument("--eval-per-class", type=int, help="prompts per class in each eval set")
@@ -49,6 +50,7 @@ def main(argv: list[str] | None = None) -> None:
         speech_train=args.speech_train,
         speech_val=args.speech_val,
         videos=args.videos,
+        eval_videos=args.eval_videos,
         min_video_seconds=args.min_video_seconds,
         max_video_seconds=args.max_video_seconds,
         eval_per_class=args.eval_per_class,

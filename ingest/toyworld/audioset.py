@@ -2,6 +2,7 @@
 
     audioset/videos/<YTID>.mp4                 H.264 + AAC (22.05 kHz), ``fps`` frames/s, 10/20/30 s
     audioset/toyworld_segments.csv             "# ..." x3, then YTID, start_seconds, end_seconds, positive_labels
+    audioset/toyworld_eval_segments.csv        the same for held-out videos (like eval_segments.csv)
     audioset/class_labels_indices.csv          index,mid,display_name
 
 In each video 1-3 objects are visible at any time; each appears, drifts across the frame
@@ -34,6 +35,7 @@ from ingest.toyworld.scene import MAX_HALF, MIN_HALF
 from ingest.toyworld.sounds import SAMPLE_RATE, class_sound, fade
 
 MIN_LABEL_SECONDS = 1.0
+SPLITS = ("train", "eval")
 VIDEO_AUDIO_RATE = 22050  # like web video, not the model's 16 kHz: the ingest must resample
 
 
@@ -48,9 +50,10 @@ class Track:
     velocity: tuple[float, float]
 
 
-def youtube_id(seed: int, index: int) -> str:
-    """A stable 11-character YouTube-style id ([A-Za-z0-9_-]) for video ``index``."""
-    digest = hashlib.sha256(f"toyworld-{seed}-{index}".encode()).digest()
+def youtube_id(seed: int, index: int, split: str = "train") -> str:
+    """A stable 11-character YouTube-style id ([A-Za-z0-9_-]) for video ``index`` of ``split``."""
+    name = f"toyworld-{seed}-{index}" if split == "train" else f"toyworld-{seed}-{split}-{index}"
+    digest = hashlib.sha256(name.encode()).digest()
     return base64.urlsafe_b64encode(digest).decode()[:11]
 
 
@@ -100,7 +103,6 @@ def render_frames(
     base = background(rng, size)
     patches: list[Patch] = [rasterize(tr.obj) for tr in tracks]
     frames = np.empty((duration * fps, size, size, 3), np.uint8)
-    scratch = np.zeros((size, size), np.uint8)
     for i in range(len(frames)):
         t = (i + 0.5) / fps
         canvas = base.copy()
@@ -111,7 +113,7 @@ def render_frames(
             x0, y0 = tr.obj.center
             x = _bounce(x0 + tr.velocity[0] * (t - tr.start), half, size - half)
             y = _bounce(y0 + tr.velocity[1] * (t - tr.start), half, size - half)
-            paste(canvas, (scratch,), (0,), patch, round(x - x0), round(y - y0))
+            paste(canvas, (), (), patch, round(x - x0), round(y - y0))
         frames[i] = finish(canvas, rng)
     return frames
 
@@ -139,10 +141,13 @@ def segment_labels(tracks: list[Track], start: float, end: float) -> list[ToyCla
     return [classes[c] for c in sorted(seen) if seen[c] >= MIN_LABEL_SECONDS]
 
 
-def make_video(cfg: WorldConfig, root: Path, index: int) -> dict:
-    """Plan, render and encode video ``index`` into ``root`` (the ``audioset`` folder); returns
-    its id, duration and segments [(start, end, [mid, ...]), ...]."""
-    rng = cfg.rng("audioset", index)
+def make_video(cfg: WorldConfig, root: Path, index: int, split: str = "train") -> dict:
+    """Plan, render and encode video ``index`` of ``split`` ("train", or "eval" for held-out
+    videos from their own seed stream) into ``root`` (the ``audioset`` folder); returns its id,
+    split, duration, segments [(start, end, [mid, ...]), ...] and object tracks."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown AudioSet split {split!r}; expected one of {SPLITS}")
+    rng = cfg.rng("audioset" if split == "train" else "audioset_eval", index)
     seg = cfg.segment_seconds
     duration = seg * int(
         rng.integers(cfg.min_video_seconds // seg, cfg.max_video_seconds // seg + 1)
@@ -150,7 +155,7 @@ def make_video(cfg: WorldConfig, root: Path, index: int) -> dict:
     tracks = plan_tracks(rng, cfg.classes, float(duration), cfg.image_size)
     frames = render_frames(rng, tracks, duration, cfg.fps, cfg.image_size)
     audio = render_audio(rng, tracks, duration)
-    ytid = youtube_id(cfg.seed, index)
+    ytid = youtube_id(cfg.seed, index, split)
     encode_mp4(
         root / "videos" / f"{ytid}.mp4", frames, cfg.fps, audio, SAMPLE_RATE, VIDEO_AUDIO_RATE
     )
@@ -162,6 +167,7 @@ def make_video(cfg: WorldConfig, root: Path, index: int) -> dict:
             segments.append((start, end, [c.mid for c in labels]))
     return {
         "ytid": ytid,
+        "split": split,
         "duration": duration,
         "segments": segments,
         "tracks": [

@@ -14,9 +14,10 @@ class WorldConfig:
     """Everything that determines a generated world (with the seed, the output is a pure
     function of this config).
 
-    Counts: ``speech_train``/``speech_val`` PlacesAudio captions; ``videos`` AudioSet-style MP4s
-    of ``min_video_seconds``-``max_video_seconds`` seconds (cut into 10 s segments);
-    ``eval_per_class`` prompts per class in each evaluation set.
+    Counts: ``speech_train``/``speech_val`` PlacesAudio captions; ``videos`` training and
+    ``eval_videos`` held-out AudioSet-style MP4s, each a whole number of ``segment_seconds``
+    between ``min_video_seconds`` and ``max_video_seconds`` long and cut into segments of that
+    length; ``eval_per_class`` prompts per class in each prompted-segmentation set.
     """
 
     seed: int = 0
@@ -24,6 +25,7 @@ class WorldConfig:
     speech_train: int = 2000
     speech_val: int = 200
     videos: int = 250
+    eval_videos: int = 50
     min_video_seconds: int = 10
     max_video_seconds: int = 30
     eval_per_class: int = 30
@@ -55,6 +57,7 @@ STREAMS = {
     "placesaudio_train": 1,
     "placesaudio_val": 2,
     "audioset": 3,
+    "audioset_eval": 6,
     "eval_speech": 4,
     "eval_sound": 5,
 }
@@ -64,13 +67,26 @@ SIZES: dict[str, dict] = {
         "speech_train": 12,
         "speech_val": 4,
         "videos": 3,
+        "eval_videos": 1,
         "min_video_seconds": 10,
         "max_video_seconds": 10,
         "eval_per_class": 1,
     },
-    "small": {"speech_train": 300, "speech_val": 50, "videos": 30, "eval_per_class": 10},
+    "small": {
+        "speech_train": 300,
+        "speech_val": 50,
+        "videos": 30,
+        "eval_videos": 10,
+        "eval_per_class": 10,
+    },
     "default": {},
-    "large": {"speech_train": 8000, "speech_val": 500, "videos": 1000, "eval_per_class": 40},
+    "large": {
+        "speech_train": 8000,
+        "speech_val": 500,
+        "videos": 1000,
+        "eval_videos": 100,
+        "eval_per_class": 40,
+    },
 }
 
 

@@ -42,6 +42,8 @@ COLUMNS = {
 def make_prompt(cfg: WorldConfig, root: Path, kind: str, index: int) -> dict:
     """Write prompt ``index`` of the ``kind`` ("speech" or "sound") set under ``root`` (that
     set's folder) and return its CSV row."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown evaluation set kind {kind!r}; expected one of {KINDS}")
     rng = cfg.rng(f"eval_{kind}", index)
     target = cfg.classes[index % len(cfg.classes)]
     scene = random_scene(rng, cfg.classes, cfg.image_size, include=target)
@@ -60,12 +62,10 @@ def make_prompt(cfg: WorldConfig, root: Path, kind: str, index: int) -> dict:
         row["speech_prompt_file"] = f"audio/{stem}.wav"
         row["timing"] = json.dumps([round(times[-1].start, 3), round(times[-1].end, 3)])
         row["prompt_text"] = " ".join(words)
-    elif kind == "sound":
+    else:
         n = int(cfg.sound_prompt_seconds * SAMPLE_RATE)
         audio = fade(class_sound(target.name, n, rng))
         row["vggsound_file"] = f"audio/{stem}.wav"
-    else:
-        raise ValueError(f"unknown evaluation set kind {kind!r}; expected one of {KINDS}")
     write_wav(root / "audio" / f"{stem}.wav", audio, SAMPLE_RATE)
     return row
 

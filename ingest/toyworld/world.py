@@ -24,6 +24,7 @@ from ingest.toyworld.speech import SPEAKERS
 GENERATOR_VERSION = "1.0.0"
 OUTPUTS = ("placesaudio", "audioset", "eval", "manifest.json")
 SEGMENTS_CSV = "audioset/toyworld_segments.csv"
+EVAL_SEGMENTS_CSV = "audioset/toyworld_eval_segments.csv"
 CLASS_LABELS_CSV = "audioset/class_labels_indices.csv"
 VIDEO_PATH_TEMPLATE = "audioset/videos/{YTID}.mp4"
 
@@ -39,7 +40,7 @@ def _run(task: Task) -> tuple[Task, dict]:
     cfg, out = _STATE["cfg"], _STATE["out"]
     corpus, part, index = task
     if corpus == "audioset":
-        return task, audioset.make_video(cfg, out / "audioset", index)
+        return task, audioset.make_video(cfg, out / "audioset", index, part)
     if corpus == "placesaudio":
         return task, placesaudio.make_caption(cfg, out / "placesaudio", part, index)
     return task, evalsets.make_prompt(cfg, out / "eval" / part, part, index)
@@ -47,7 +48,8 @@ def _run(task: Task) -> tuple[Task, dict]:
 
 def _tasks(cfg: WorldConfig) -> list[Task]:
     # Videos first: they are the slowest items, so the pool stays balanced at the end.
-    tasks: list[Task] = [("audioset", "", i) for i in range(cfg.videos)]
+    tasks: list[Task] = [("audioset", "train", i) for i in range(cfg.videos)]
+    tasks += [("audioset", "eval", i) for i in range(cfg.eval_videos)]
     tasks += [("placesaudio", "train", i) for i in range(cfg.speech_train)]
     tasks += [("placesaudio", "val", i) for i in range(cfg.speech_val)]
     for kind in evalsets.KINDS:
@@ -63,7 +65,8 @@ def _execute(
         _init_worker(cfg, str(out))
         yield from tqdm(map(_run, tasks), **bar)
         return
-    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    # spawn, not fork: the caller may hold threads (torch, Ray) that a fork would copy mid-state.
+    ctx = mp.get_context("spawn")
     with ctx.Pool(workers, initializer=_init_worker, initargs=(cfg, str(out))) as pool:
         yield from tqdm(pool.imap(_run, tasks, chunksize=2), **bar)
 
@@ -95,7 +98,7 @@ def generate_world(
     to ``out/manifest.json``). ``workers`` defaults to the number of CPU cores."""
     out = Path(out)
     prepare_output(out, force)
-    workers = os.cpu_count() or 1 if workers is None else workers
+    workers = (os.cpu_count() or 1) if workers is None else workers
     results: dict[tuple[str, str], list[dict]] = {}
     for (corpus, part, _), record in _execute(cfg, out, _tasks(cfg), workers, progress):
         results.setdefault((corpus, part), []).append(record)
@@ -104,10 +107,14 @@ def generate_world(
         placesaudio.write_metadata(
             out / "placesaudio", split, results.get(("placesaudio", split), [])
         )
-    videos = results.get(("audioset", ""), [])
+    videos = results.get(("audioset", "train"), [])
+    eval_videos = results.get(("audioset", "eval"), [])
     num_segments = audioset.write_segments_csv(out / SEGMENTS_CSV, videos, cfg.num_classes)
+    num_eval_segments = audioset.write_segments_csv(
+        out / EVAL_SEGMENTS_CSV, eval_videos, cfg.num_classes
+    )
     audioset.write_class_labels_csv(out / CLASS_LABELS_CSV, cfg.classes)
-    (out / "audioset" / "videos.json").write_text(json.dumps(videos, indent=1) + "\n")
+    (out / "audioset" / "videos.json").write_text(json.dumps(videos + eval_videos, indent=1) + "\n")
     for kind in evalsets.KINDS:
         evalsets.write_csv(out / "eval" / kind, kind, results.get(("eval", kind), []))
 
@@ -136,6 +143,8 @@ def generate_world(
             "audioset_videos": len(videos),
             "audioset_segments": num_segments,
             "audioset_video_seconds": sum(v["duration"] for v in videos),
+            "audioset_eval_videos": len(eval_videos),
+            "audioset_eval_segments": num_eval_segments,
             "eval_speech_prompts": cfg.eval_per_class * cfg.num_classes,
             "eval_sound_prompts": cfg.eval_per_class * cfg.num_classes,
         },
@@ -145,6 +154,7 @@ def generate_world(
                 s: f"placesaudio/metadata/{s}.json" for s in placesaudio.SPLITS
             },
             "audioset_segments_csv": SEGMENTS_CSV,
+            "audioset_eval_segments_csv": EVAL_SEGMENTS_CSV,
             "audioset_class_labels_csv": CLASS_LABELS_CSV,
             "audioset_video_template": VIDEO_PATH_TEMPLATE,
             "audioset_videos_json": "audioset/videos.json",
