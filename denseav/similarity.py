@@ -17,11 +17,15 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-# Inner products per chunk (2 MiB in float32): small enough for a CPU core's L2 cache, so the
-# max that follows each matrix product reads them from cache, and the largest temporary buffer of
-# `max_similarity` (1/1000 of the volume at the paper's scale); large enough that each matrix
-# product stays efficient and Python overhead negligible.
-CHUNK_ELEMENTS = 1 << 19
+# Inner products per chunk on a CPU (4 MiB in float32, 1/540 of the volume at the paper's scale).
+# Measured on a 2-core Xeon (benchmarks/aggregation.py): 2^19-2^20 keep the matrix products
+# efficient and the max that follows reading from cache (~1.2x the plain matmul, single thread);
+# larger chunks spill the cache (~1.45x); smaller ones lose matmul efficiency (~1.6x) and, with
+# several threads, pay one thread synchronisation per op (costly when cores are shared).
+CHUNK_ELEMENTS = 1 << 20
+# On accelerators every op is a kernel launch: far fewer, larger chunks (64 MiB in float32, 1/35
+# of the paper-scale volume).
+ACCELERATOR_CHUNK_ELEMENTS = 1 << 24
 
 
 def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
@@ -115,7 +119,9 @@ class _FusedMaxSimilarity(torch.autograd.Function):
         ba, _, t = audio.shape
         bv, _, h, w = image.shape
         hw, rows = h * w, ba * t
-        img_chunk, row_chunk = _chunk_sizes(rows, bv, hw, chunk_elements)
+        img_chunk, row_chunk = _chunk_sizes(
+            rows, bv, hw, chunk_elements, _parallel_images(audio.device, hw, chunk_elements)
+        )
         out_dtype = audio.dtype
         best = torch.empty(bv, rows, dtype=out_dtype, device=audio.device)
         argmax = torch.empty(bv, rows, dtype=torch.int32, device=audio.device)
@@ -150,7 +156,9 @@ class _FusedMaxSimilarity(torch.autograd.Function):
         ba, c, t = audio.shape
         bv, _, h, w = image.shape
         hw, rows, d = h * w, ba * t, c // heads
-        img_chunk, row_chunk = _chunk_sizes(rows, bv, hw, ctx.chunk_elements)
+        # A chunk's temporaries: D gathered features per (image, token) pair, C * H * W per image.
+        img_chunk, row_chunk = _chunk_sizes(rows, bv, d, ctx.chunk_elements)
+        img_chunk = min(img_chunk, max(1, ctx.chunk_elements // (c * hw)))
         weights = grad_best.to(audio.dtype).permute(1, 0, 2).reshape(bv, rows)
         arows = _audio_rows(audio, heads).view(rows * heads, d)
         grad_arows = torch.zeros_like(arows) if need_audio else None
@@ -168,9 +176,9 @@ class _FusedMaxSimilarity(torch.autograd.Function):
                 a_index = (token[r0:r1] * heads + head).flatten()
                 g = weights[j0:j1, r0:r1].reshape(-1, 1)
                 if need_audio:
-                    grad_arows.index_add_(0, a_index, vrows.index_select(0, v_index) * g)
+                    grad_arows.index_add_(0, a_index, vrows.index_select(0, v_index).mul_(g))
                 if need_image:
-                    grad_vrows.index_add_(0, v_index, arows.index_select(0, a_index) * g)
+                    grad_vrows.index_add_(0, v_index, arows.index_select(0, a_index).mul_(g))
             if need_image:
                 grad_image[j0:j1].view(nj, heads, d, hw).copy_(grad_vrows.view(heads, nj, hw, d).permute(1, 0, 3, 2))
         # A transposed view of (Ba, T, C): the consumer's backward takes strided gradients, and a
@@ -179,11 +187,21 @@ class _FusedMaxSimilarity(torch.autograd.Function):
         return grad_audio, grad_image, None, None
 
 
-def _chunk_sizes(rows: int, images: int, hw: int, chunk_elements: int) -> tuple[int, int]:
-    """(images, audio tokens) per chunk so that one chunk holds at most ~chunk_elements scores."""
-    if rows * hw <= chunk_elements:
-        return max(1, min(images, chunk_elements // (rows * hw))), rows
-    return 1, max(1, chunk_elements // hw)
+def _chunk_sizes(
+    rows: int, images: int, per_pair: int, chunk_elements: int, min_images: int = 1
+) -> tuple[int, int]:
+    """(images, audio tokens) per chunk: ~chunk_elements / per_pair (image, token) pairs, and
+    at least min_images images (as far as there are)."""
+    per_chunk = max(min(images, min_images), min(images, chunk_elements // (rows * per_pair)), 1)
+    return per_chunk, max(1, min(rows, chunk_elements // (per_chunk * per_pair)))
+
+
+def _parallel_images(device: torch.device, hw: int, chunk_elements: int) -> int:
+    """Images per forward chunk that keep every CPU thread busy in ``max_pool2d``, which only
+    parallelises over images, while leaving at least 256 audio tokens per matrix product."""
+    if device.type != "cpu":
+        return 1
+    return max(1, min(torch.get_num_threads(), chunk_elements // (hw * 256)))
 
 
 def max_similarity(
@@ -205,12 +223,14 @@ def max_similarity(
     Args:
         audio: ``(Ba, C, T)``. image: ``(Bv, C, H, W)``, any strides. heads: divides ``C``.
         chunk_elements: scores computed per step (a memory/speed trade-off, not a result change);
-            None: the module's ``CHUNK_ELEMENTS``.
+            None: ``CHUNK_ELEMENTS`` on a CPU, ``ACCELERATOR_CHUNK_ELEMENTS`` elsewhere.
     Returns:
         ``(Ba, Bv, T)`` in the inputs' dtype.
     """
     _check_pair(audio, image, heads)
-    return _FusedMaxSimilarity.apply(audio, image, heads, chunk_elements or CHUNK_ELEMENTS)
+    if chunk_elements is None:
+        chunk_elements = CHUNK_ELEMENTS if audio.device.type == "cpu" else ACCELERATOR_CHUNK_ELEMENTS
+    return _FusedMaxSimilarity.apply(audio, image, heads, chunk_elements)
 
 
 def _masked_mean(best: torch.Tensor, audio_mask: torch.Tensor | None, eps: float) -> torch.Tensor:
