@@ -156,10 +156,10 @@ class _FusedMaxSimilarity(torch.autograd.Function):
         ba, c, t = audio.shape
         bv, _, h, w = image.shape
         hw, rows, d = h * w, ba * t, c // heads
-        # A chunk's temporaries: D gathered features per (image, token) pair, C * H * W per image.
-        img_chunk, row_chunk = _chunk_sizes(rows, bv, d, ctx.chunk_elements)
+        # A chunk's temporaries: D gathered features per (image, token) pair (half the forward's
+        # budget: the backward also holds the input gradients), C * H * W per image.
+        img_chunk, row_chunk = _chunk_sizes(rows, bv, d, ctx.chunk_elements // 2)
         img_chunk = min(img_chunk, max(1, ctx.chunk_elements // (c * hw)))
-        weights = grad_best.to(audio.dtype).permute(1, 0, 2).reshape(bv, rows)
         arows = _audio_rows(audio, heads).view(rows * heads, d)
         grad_arows = torch.zeros_like(arows) if need_audio else None
         grad_image = torch.empty(image.shape, dtype=image.dtype, device=image.device) if need_image else None
@@ -169,12 +169,13 @@ class _FusedMaxSimilarity(torch.autograd.Function):
             vrows = _image_rows(image[j0:j1], heads).view(heads * nj * hw, d)
             grad_vrows = torch.zeros_like(vrows) if need_image else None
             local_image = torch.arange(nj, device=audio.device).unsqueeze(1)
+            weights = grad_best[:, j0:j1].to(audio.dtype).permute(1, 0, 2).reshape(nj, rows)
             for r0, r1 in _chunks(rows, row_chunk):
                 flat = argmax[j0:j1, r0:r1].long()
                 head = flat // hw
                 v_index = ((head * nj + local_image) * hw + flat - head * hw).flatten()
                 a_index = (token[r0:r1] * heads + head).flatten()
-                g = weights[j0:j1, r0:r1].reshape(-1, 1)
+                g = weights[:, r0:r1].reshape(-1, 1)
                 if need_audio:
                     grad_arows.index_add_(0, a_index, vrows.index_select(0, v_index).mul_(g))
                 if need_image:
