@@ -39,6 +39,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max-video-seconds", type=int, help="longest video (s)")
     p.add_argument("--eval-per-class", type=int, help="prompts per class in each eval set")
     p.add_argument("--image-size", type=int, help="image and video side in pixels (default 128)")
+    p.add_argument(
+        "--object-scale",
+        type=float,
+        nargs=2,
+        metavar=("MIN", "MAX"),
+        help="object half-size range as a fraction of the image side (default 0.14 0.24)",
+    )
     p.add_argument("--fps", type=int, help="video frame rate (default 5)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
@@ -55,6 +62,7 @@ def main(argv: list[str] | None = None) -> None:
         max_video_seconds=args.max_video_seconds,
         eval_per_class=args.eval_per_class,
         image_size=args.image_size,
+        object_scale=tuple(args.object_scale) if args.object_scale else None,
         fps=args.fps,
     )
     seg = cfg.segment_seconds
@@ -63,6 +71,9 @@ def main(argv: list[str] | None = None) -> None:
             f"need {seg} <= --min-video-seconds <= --max-video-seconds (videos last a "
             f"whole number of {seg} s segments)"
         )
+    low, high = cfg.object_scale
+    if not 0 < low <= high <= 0.45:
+        p.error("need 0 < MIN <= MAX <= 0.45 for --object-scale")
     t0 = time.time()
     manifest = generate_world(
         cfg,

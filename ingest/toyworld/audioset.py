@@ -31,7 +31,6 @@ from ingest.toyworld.render import (
     rasterize,
     sample_object,
 )
-from ingest.toyworld.scene import MAX_HALF, MIN_HALF
 from ingest.toyworld.sounds import SAMPLE_RATE, class_sound, fade
 
 MIN_LABEL_SECONDS = 1.0
@@ -64,7 +63,11 @@ _SLOTS = (((0, 0), (10, 20), (0, 0)), ((0, 8), (8, 16), (5, 12)), ((4, 16), (4, 
 
 
 def plan_tracks(
-    rng: np.random.Generator, classes: tuple[ToyClass, ...], duration: float, size: int
+    rng: np.random.Generator,
+    classes: tuple[ToyClass, ...],
+    duration: float,
+    size: int,
+    scale: tuple[float, float],
 ) -> list[Track]:
     """Object tracks for a video, in three slots (see ``_SLOTS``): 1-3 objects visible at any
     time, each for several seconds. Objects visible at the same time have different classes."""
@@ -77,7 +80,7 @@ def plan_tracks(
             busy = {tr.obj.cls.name for tr in tracks if tr.start < end and t < tr.end}
             free = [c for c in classes if c.name not in busy]
             cls = free[int(rng.integers(0, len(free)))]
-            half = rng.uniform(MIN_HALF, MAX_HALF) * size
+            half = rng.uniform(*scale) * size
             center = tuple(float(v) for v in rng.uniform(half, size - half, size=2))
             speed, angle = rng.uniform(0, 14), rng.uniform(0, 2 * np.pi)
             velocity = (float(speed * np.cos(angle)), float(speed * np.sin(angle)))
@@ -152,7 +155,7 @@ def make_video(cfg: WorldConfig, root: Path, index: int, split: str = "train") -
     duration = seg * int(
         rng.integers(cfg.min_video_seconds // seg, cfg.max_video_seconds // seg + 1)
     )
-    tracks = plan_tracks(rng, cfg.classes, float(duration), cfg.image_size)
+    tracks = plan_tracks(rng, cfg.classes, float(duration), cfg.image_size, cfg.object_scale)
     frames = render_frames(rng, tracks, duration, cfg.fps, cfg.image_size)
     audio = render_audio(rng, tracks, duration)
     ytid = youtube_id(cfg.seed, index, split)

@@ -18,6 +18,7 @@ class WorldConfig:
     ``eval_videos`` held-out AudioSet-style MP4s, each a whole number of ``segment_seconds``
     between ``min_video_seconds`` and ``max_video_seconds`` long and cut into segments of that
     length; ``eval_per_class`` prompts per class in each prompted-segmentation set.
+    ``object_scale`` is the range of an object's half-size as a fraction of ``image_size``.
     """
 
     seed: int = 0
@@ -30,6 +31,7 @@ class WorldConfig:
     max_video_seconds: int = 30
     eval_per_class: int = 30
     image_size: int = 128
+    object_scale: tuple[float, float] = (0.14, 0.24)
     fps: int = 5
     segment_seconds: int = 10
     sound_prompt_seconds: float = 4.0

@@ -46,7 +46,7 @@ def make_prompt(cfg: WorldConfig, root: Path, kind: str, index: int) -> dict:
         raise ValueError(f"unknown evaluation set kind {kind!r}; expected one of {KINDS}")
     rng = cfg.rng(f"eval_{kind}", index)
     target = cfg.classes[index % len(cfg.classes)]
-    scene = random_scene(rng, cfg.classes, cfg.image_size, include=target)
+    scene = random_scene(rng, cfg.classes, cfg.image_size, target, cfg.object_scale)
     stem = f"toy_{kind}_{index:06d}"
     write_jpeg(root / "frames" / f"{stem}.jpg", scene.image)
     write_seg_png(root / "annotations" / f"{stem}_seg.png", scene.classes, scene.instances)

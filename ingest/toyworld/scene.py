@@ -9,7 +9,7 @@ import numpy as np
 from ingest.toyworld.classes import ToyClass
 from ingest.toyworld.render import ObjectSpec, background, finish, paste, rasterize, sample_object
 
-MIN_HALF, MAX_HALF = 0.14, 0.24  # object half-size as a fraction of the image side
+OBJECT_SCALE = (0.14, 0.24)  # range of an object's half-size, as a fraction of the image side
 
 
 @dataclass
@@ -23,14 +23,19 @@ class Scene:
     objects: list[ObjectSpec]
 
 
-def place_objects(rng: np.random.Generator, chosen: list[ToyClass], size: int) -> list[ObjectSpec]:
-    """Random sizes and positions for ``chosen`` classes, with little overlap between objects
-    (each object stays mostly visible). Objects that cannot be placed after 200 tries are
-    dropped, never the first one."""
+def place_objects(
+    rng: np.random.Generator,
+    chosen: list[ToyClass],
+    size: int,
+    scale: tuple[float, float] = OBJECT_SCALE,
+) -> list[ObjectSpec]:
+    """Random sizes (half-size ``scale`` x ``size``) and positions for ``chosen`` classes, with
+    little overlap between objects (each stays mostly visible). Objects that cannot be placed
+    after 200 tries are dropped, never the first one."""
     placed: list[ObjectSpec] = []
     for cls in chosen:
         for _ in range(200):
-            half = rng.uniform(MIN_HALF, MAX_HALF) * size
+            half = rng.uniform(*scale) * size
             cx, cy = rng.uniform(0.75 * half, size - 0.75 * half, size=2)
             if all(
                 np.hypot(cx - o.center[0], cy - o.center[1]) >= 0.85 * (half + o.half_size)
@@ -45,7 +50,7 @@ def sample_classes(
     rng: np.random.Generator, classes: tuple[ToyClass, ...], include: ToyClass | None = None
 ) -> list[ToyClass]:
     """1-3 distinct classes (probabilities 0.3/0.4/0.3); ``include``, when given, comes first."""
-    count = int(rng.choice([1, 2, 3], p=[0.3, 0.4, 0.3]))
+    count = min(int(rng.choice([1, 2, 3], p=[0.3, 0.4, 0.3])), len(classes))
     pool = [c for c in classes if c != include]
     picked = [
         pool[i] for i in rng.choice(len(pool), size=count - (include is not None), replace=False)
@@ -68,10 +73,11 @@ def random_scene(
     classes: tuple[ToyClass, ...],
     size: int,
     include: ToyClass | None = None,
+    scale: tuple[float, float] = OBJECT_SCALE,
 ) -> Scene:
     """A scene of 1-3 random classes in random drawing order; ``include`` is placed first so it
     is never dropped for lack of room."""
-    objects = place_objects(rng, sample_classes(rng, classes, include), size)
+    objects = place_objects(rng, sample_classes(rng, classes, include), size, scale)
     order = rng.permutation(len(objects))
     return draw_scene(rng, [objects[i] for i in order], size)
 
