@@ -1,9 +1,10 @@
 """The sound corpus in AudioSet's layout: MP4 videos and a segment CSV.
 
-    audioset/videos/<YTID>.mp4                 H.264 + AAC (22.05 kHz), ``fps`` frames/s, 10/20/30 s
-    audioset/toyworld_segments.csv             "# ..." x3, then YTID, start_seconds, end_seconds, positive_labels
-    audioset/toyworld_eval_segments.csv        the same for held-out videos (like eval_segments.csv)
-    audioset/class_labels_indices.csv          index,mid,display_name
+    audioset/videos/<YTID>.mp4            H.264 + AAC (22.05 kHz), ``fps`` frames/s, 10/20/30 s
+    audioset/toyworld_segments.csv        three "#" lines, then rows of
+                                          YTID, start_seconds, end_seconds, positive_labels
+    audioset/toyworld_eval_segments.csv   the same for held-out videos (like eval_segments.csv)
+    audioset/class_labels_indices.csv     index,mid,display_name
 
 In each video 1-3 objects are visible at any time; each appears, drifts across the frame
 (bouncing off the borders) and disappears, and emits its class's sound exactly while visible.

@@ -2,7 +2,8 @@
 
     eval/speech/prompted_segmentation.csv   image_location, speech_prompt_file, ade_class_id,
                                             ade_class_name, timing, prompt_text
-    eval/sound/prompted_segmentation.csv    image_location, vggsound_file, ade_class_id, ade_class_name
+    eval/sound/prompted_segmentation.csv    image_location, vggsound_file, ade_class_id,
+                                            ade_class_name
     eval/<set>/frames/<id>.jpg
     eval/<set>/audio/<id>.wav               16 kHz mono 16-bit PCM
     eval/<set>/annotations/<id>_seg.png     ADE20K colours: class = R / 10 * 256 + G

@@ -4,8 +4,8 @@ Objects are unions of filled polygons in a unit square ([-1, 1]^2, y down) that 
 rotated, mirrored and placed. Each object is rasterised once into a small patch (coverage in
 [0, 1] and colour) by sampling 4x4 points per pixel with an exact even-odd scanline test (no
 outward bias at edges, unlike filled-outline rasterisers), so a moving object in a video costs
-one paste per frame. A pixel belongs to an object's class in the mask when that object's coverage there is at
-least 0.5 and no later-drawn object covers it (later objects are in front).
+one paste per frame. A pixel belongs to an object's class in the mask when that object's
+coverage there is at least 0.5 and no later-drawn object covers it (later objects are in front).
 """
 
 from __future__ import annotations
