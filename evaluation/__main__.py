@@ -62,8 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument(
         "--grid-classes",
         type=int,
-        default=50,
-        help="classes with an example grid (default 50; 0: none)",
+        default=None,
+        help="classes with an example grid, best-scoring first (default: all; 0: none)",
     )
     seg.add_argument("--seed", type=int, default=0, help="seed of the random example per class")
 

@@ -44,7 +44,8 @@ class SegmentationSettings:
             None = ``image_size``.
         batch_size: prompts per forward pass.
         word_pad_seconds: padding on each side of a speech prompt's word span (paper: 0.2 s).
-        grid_classes: at most this many classes get an example grid (best, worst, random).
+        grid_classes: at most this many classes (the best-scoring first) get an example grid
+            of their best, worst and a random prompt; None = every class, 0 = none.
         seed: chooses the random example of each grid.
     """
 
@@ -52,7 +53,7 @@ class SegmentationSettings:
     label_size: int | None = None
     batch_size: int = 8
     word_pad_seconds: float = WORD_PAD_SECONDS
-    grid_classes: int = 50
+    grid_classes: int | None = None
     seed: int = 0
 
 
@@ -144,31 +145,33 @@ def _upsampled(results: Sequence[PromptResult]) -> list[np.ndarray]:
     return [upsample(torch.from_numpy(r.combined)[None], r.mask.shape)[0].numpy() for r in results]
 
 
-def score_classes(
-    results: Sequence[PromptResult],
-) -> tuple[list[ClassScore], list[dict], dict[int, list[np.ndarray]]]:
+def score_classes(results: Sequence[PromptResult]) -> tuple[list[ClassScore], list[dict]]:
     """Per class: pool the upsampled heatmaps and masks of all its prompts, AP and IoU.
 
-    Also fills each prompt's own AP (for choosing example pictures).
+    Also fills each prompt's own AP (for choosing example pictures). Upsampled maps live only
+    while their class is scored, so memory stays at one class's pixels.
 
     Returns:
-        ``(scores of scorable classes, skipped classes with the reason, upsampled heatmaps per class)``.
+        ``(scores of scorable classes, skipped classes with the reason)``.
     """
-    by_class: dict[int, list[PromptResult]] = defaultdict(list)
-    for r in results:
-        by_class[r.prompt.ade_class_id].append(r)
-    scores, skipped, heatmaps = [], [], {}
-    for class_id in sorted(by_class):
-        members = by_class[class_id]
+    scores, skipped = [], []
+    for class_id, members in sorted(group_by_class(results).items()):
         maps = _upsampled(members)
-        heatmaps[class_id] = maps
         for r, m in zip(members, maps):
             r.ap = binary_average_precision(m, r.mask) if r.mask.any() else None
         try:
             scores.append(class_segmentation_score(class_id, maps, [r.mask for r in members]))
         except ValueError as err:
             skipped.append({"class_id": class_id, "prompts": len(members), "reason": str(err)})
-    return scores, skipped, heatmaps
+    return scores, skipped
+
+
+def group_by_class(results: Sequence[PromptResult]) -> dict[int, list[PromptResult]]:
+    """Prompt results by prompted class id, in input order."""
+    by_class: dict[int, list[PromptResult]] = defaultdict(list)
+    for r in results:
+        by_class[r.prompt.ade_class_id].append(r)
+    return by_class
 
 
 def _panel(image: np.ndarray, size: int) -> np.ndarray:
@@ -177,30 +180,29 @@ def _panel(image: np.ndarray, size: int) -> np.ndarray:
 
 def example_grid(
     members: Sequence[PromptResult],
-    heatmaps: Sequence[np.ndarray],
     rng: np.random.Generator,
     class_label: str,
     display: int = 160,
 ) -> np.ndarray:
-    """Rows best / worst / random prompt of one class: image with the true mask outlined, the
-    max-over-heads heatmap, and each head's map in its own colour."""
-    ranked = [
-        i
-        for i in np.argsort([-(r.ap if r.ap is not None else -1.0) for r in members])
-        if members[i].ap is not None
-    ]
-    if not ranked:
-        ranked = list(range(len(members)))
+    """Rows best / worst / random prompt of one class (by the prompt's own AP): image with the
+    true mask outlined, the max-over-heads heatmap on the class's common scale, and each head's
+    map in its own colour."""
+    ranked = sorted(
+        (i for i, r in enumerate(members) if r.ap is not None), key=lambda i: -members[i].ap
+    )
+    ranked = ranked or list(range(len(members)))
     picks = [
         ("best", ranked[0]),
         ("worst", ranked[-1]),
         ("random", int(rng.integers(len(members)))),
     ]
-    lo = float(min(h.min() for h in heatmaps))
-    hi = float(max(h.max() for h in heatmaps))
+    # Bilinear upsampling stays within the low-resolution range, so it sets the common scale.
+    lo = float(min(r.combined.min() for r in members))
+    hi = float(max(r.combined.max() for r in members))
     rows = []
     for label, i in picks:
-        r, heat = members[i], heatmaps[i]
+        r = members[i]
+        heat = _upsampled([r])[0]
         size = r.mask.shape[0]
         image = resize_center_crop(read_image(r.prompt.image_path), size)
         heads = upsample(torch.from_numpy(r.per_head)[None], r.mask.shape)[0].numpy()
@@ -237,22 +239,20 @@ def evaluate_segmentation(
     """The whole measurement of one set; writes example grids under ``out_dir/examples`` if given."""
     model.eval()
     results = compute_prompt_heatmaps(model, prompted, settings, device)
-    scores, skipped, heatmaps = score_classes(results)
+    scores, skipped = score_classes(results)
     if not scores:
         raise ValueError(f"{prompted.root}: no class could be scored: {skipped}")
     names = {p.ade_class_id: p.class_name or str(p.ade_class_id) for p in prompted.prompts}
     result = SegmentationResult(prompted.kind, mean_class_scores(scores), scores, names, skipped)
-    if out_dir is not None and settings.grid_classes > 0:
+    if out_dir is not None and settings.grid_classes != 0:
         rng = np.random.default_rng(settings.seed)
-        by_class = defaultdict(list)
-        for r in results:
-            by_class[r.prompt.ade_class_id].append(r)
+        by_class = group_by_class(results)
         folder = Path(out_dir) / "examples"
         folder.mkdir(parents=True, exist_ok=True)
         chosen = sorted(scores, key=lambda c: -c.ap)[: settings.grid_classes]
         for c in tqdm(chosen, desc="example grids", unit="class"):
             label = f"{names[c.class_id]} (class {c.class_id}): AP {c.ap:.3f}, IoU {c.iou:.3f}"
-            picture = example_grid(by_class[c.class_id], heatmaps[c.class_id], rng, label)
+            picture = example_grid(by_class[c.class_id], rng, label)
             path = folder / f"class_{c.class_id:05d}.png"
             pictures.save_png(path, picture)
             result.examples[c.class_id] = str(path.relative_to(out_dir))

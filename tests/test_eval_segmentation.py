@@ -89,7 +89,7 @@ def test_class_ap_is_the_pooled_ap_of_upsampled_heatmaps(eval_sets, model_dir):
     model = DenseAV.from_pretrained(model_dir)
     prompted = load_prompted_set(eval_sets["speech"])
     results = compute_prompt_heatmaps(model, prompted, SegmentationSettings(batch_size=3))
-    scores, skipped, _ = score_classes(results)
+    scores, skipped = score_classes(results)
     assert not skipped
     for score in scores:
         members = [r for r in results if r.prompt.ade_class_id == score.class_id]
@@ -130,7 +130,7 @@ def test_oracle_heatmap_scores_near_perfect(eval_sets):
         results.append(
             PromptResult(prompt=p, combined=low, per_head=np.stack([low, low]), mask=mask)
         )
-    scores, _, _ = score_classes(results)
+    scores, _ = score_classes(results)
     assert min(s.ap for s in scores) > 0.9
     assert min(s.iou for s in scores) > 0.5
 
