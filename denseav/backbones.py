@@ -90,10 +90,13 @@ def build_backbone(
 
 
 def architecture_dict(model: PreTrainedModel) -> dict[str, Any]:
-    """The backbone's transformers config as a dict that ``build_backbone`` rebuilds it from."""
-    data = model.config.to_diff_dict()
-    for key in ("transformers_version", "architectures", "_name_or_path", "torch_dtype", "dtype"):
-        data.pop(key, None)
+    """The backbone's transformers config as a dict that ``build_backbone`` rebuilds it from.
+
+    Every model-specific value is written out (so newer library defaults cannot change a saved
+    model); generic ``PretrainedConfig`` settings (output flags, labels, versions) are left out.
+    """
+    generic = set(PretrainedConfig().to_dict())
+    data = {k: v for k, v in model.config.to_dict().items() if k not in generic}
     data["model_type"] = model.config.model_type
     return data
 
