@@ -67,10 +67,6 @@ def parse_args(argv: list[str]) -> TrainConfig:
             continue
         if arg.startswith("--config="):
             config_path = arg.split("=", 1)[1]
-        elif arg == "--resume" and i + 1 < len(argv):  # shorthand for --checkpoint.resume
-            rest += ["--checkpoint.resume", argv[i + 1]]
-            i += 2
-            continue
         else:
             rest.append(arg)
         i += 1

@@ -40,7 +40,8 @@ class DatasetSpec:
 @dataclass
 class DataConfig:
     datasets: list[DatasetSpec] = _help(
-        "Training datasets mixed by weight; each batch is split between them in proportion.",
+        "Training datasets, a list of {url, weight, name} (url: a folder or s3:// prefix with "
+        "index.json); mixed by weight, each batch split between them in proportion.",
         default_factory=list,
     )
     batch_size: int = _help(
@@ -112,7 +113,7 @@ class LoggingConfig:
 class TrainConfig:
     model: dict = _help(
         "DenseAVConfig fields; 'preset' picks a named preset that the other keys override.",
-        default_factory=lambda: {"preset": "small"},
+        default_factory=lambda: {"preset": "paper"},
     )
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
