@@ -35,33 +35,66 @@ def _bytes(text: str) -> int:
 def _add_common(parser: argparse.ArgumentParser) -> None:
     out = parser.add_argument_group("output")
     out.add_argument("--output", "-o", required=True, help="dataset folder or s3://bucket/prefix")
-    out.add_argument("--items-per-shard", type=int, default=100,
-                     help="inputs per shard, the unit of work of one Ray task (default 100)")
-    out.add_argument("--retry-failed", action="store_true",
-                     help="redo only the failed inputs of shards that are already done")
+    out.add_argument(
+        "--items-per-shard",
+        type=int,
+        default=100,
+        help="inputs per shard, the unit of work of one Ray task (default 100)",
+    )
+    out.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="redo only the failed inputs of shards that are already done",
+    )
     out.add_argument("--limit", type=int, default=None, help="only the first N inputs")
     out.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     m = parser.add_argument_group("media")
     d = MediaOptions()
-    m.add_argument("--frames-per-clip", type=int, default=d.frames_per_clip,
-                   help=f"frames sampled evenly inside each clip (default {d.frames_per_clip})")
-    m.add_argument("--short-side", type=int, default=d.short_side,
-                   help=f"frames are scaled down to this short side in pixels (default {d.short_side})")
+    m.add_argument(
+        "--frames-per-clip",
+        type=int,
+        default=d.frames_per_clip,
+        help=f"frames sampled evenly inside each clip (default {d.frames_per_clip})",
+    )
+    m.add_argument(
+        "--short-side",
+        type=int,
+        default=d.short_side,
+        help=f"frames are scaled down to this short side in pixels (default {d.short_side})",
+    )
     m.add_argument("--jpeg-quality", type=int, default=d.jpeg_quality)
-    m.add_argument("--first-clip-only", action="store_true",
-                   help="one clip per input, from its start (default: every 10 s clip)")
-    m.add_argument("--min-clip-seconds", type=float, default=d.min_clip_seconds,
-                   help="drop a last piece shorter than this (padded to 10 s otherwise)")
-    m.add_argument("--audio-only", action="store_true",
-                   help="keep inputs without video (one grey placeholder frame, meta audio_only)")
-    m.add_argument("--decode-threads", type=int, default=d.decode_threads,
-                   help="FFmpeg threads per decoder (0: FFmpeg picks)")
+    m.add_argument(
+        "--first-clip-only",
+        action="store_true",
+        help="one clip per input, from its start (default: every 10 s clip)",
+    )
+    m.add_argument(
+        "--min-clip-seconds",
+        type=float,
+        default=d.min_clip_seconds,
+        help="drop a last piece shorter than this (padded to 10 s otherwise)",
+    )
+    m.add_argument(
+        "--audio-only",
+        action="store_true",
+        help="keep inputs without video (one grey placeholder frame, meta audio_only)",
+    )
+    m.add_argument(
+        "--decode-threads",
+        type=int,
+        default=d.decode_threads,
+        help="FFmpeg threads per decoder (0: FFmpeg picks)",
+    )
 
     f = parser.add_argument_group("download (yt-dlp)")
     fd = FetchOptions()
-    f.add_argument("--min-height", type=int, default=fd.min_height,
-                   help=f"smallest video at or above this height, with audio (default {fd.min_height})")
+    f.add_argument(
+        "--min-height",
+        type=int,
+        default=fd.min_height,
+        help=f"smallest video at or above this height, with audio (default {fd.min_height})",
+    )
     f.add_argument("--socket-timeout", type=float, default=fd.socket_timeout)
     f.add_argument("--retries", type=int, default=fd.retries, help="per request and fragment")
     f.add_argument("--rate-limit", default=None, help="bytes per second per download, e.g. 2M")
@@ -71,14 +104,21 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
     r = parser.add_argument_group("ray")
     rd = RayOptions()
-    r.add_argument("--ray-address", default=None,
-                   help="existing cluster, e.g. 10.0.0.1:6379 (default: a private local instance)")
+    r.add_argument(
+        "--ray-address",
+        default=None,
+        help="existing cluster, e.g. 10.0.0.1:6379 (default: a private local instance)",
+    )
     r.add_argument("--num-cpus", type=int, default=None, help="local instance CPUs (default all)")
-    r.add_argument("--memory", type=_bytes, default=rd.memory, help="local instance memory, e.g. 4G")
+    r.add_argument(
+        "--memory", type=_bytes, default=rd.memory, help="local instance memory, e.g. 4G"
+    )
     r.add_argument("--object-store-memory", type=_bytes, default=rd.object_store_memory)
     r.add_argument("--concurrency", type=int, default=None, help="most shard tasks at once")
     r.add_argument("--task-cpus", type=float, default=rd.task_cpus, help="CPUs per shard task")
-    r.add_argument("--task-memory", type=_bytes, default=None, help="memory per shard task, e.g. 1G")
+    r.add_argument(
+        "--task-memory", type=_bytes, default=None, help="memory per shard task, e.g. 1G"
+    )
     r.add_argument("--task-retries", type=int, default=rd.task_retries)
     r.add_argument("--ray-temp-dir", default=None, help="local instance session folder")
 
@@ -130,8 +170,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="source", required=True, metavar="SOURCE")
     for name, module in _sources().items():
-        p = sub.add_parser(name, help=module.__doc__.splitlines()[0], description=module.__doc__,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p = sub.add_parser(
+            name,
+            help=module.__doc__.splitlines()[0],
+            description=module.__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         module.add_arguments(p)
         _add_common(p)
     return parser
@@ -151,4 +195,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(summary.format())
     print(f"shards, index.json and ingest_summary.json are in {job.output}")
     return 0 if summary.complete else 1
-

@@ -83,7 +83,9 @@ _remote_shard_task = ray.remote(_shard_task)
 
 def _read_stats(output: str, shard_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
     """The stats records of the shards among `shard_ids` that are done."""
-    names = set(storage.listdir(output)) if storage.is_s3(output) or os.path.isdir(output) else set()
+    names = (
+        set(storage.listdir(output)) if storage.is_s3(output) or os.path.isdir(output) else set()
+    )
     done = [i for i in shard_ids if stats_name(i) in names]
 
     def read(shard_id: int) -> dict[str, Any]:
@@ -91,7 +93,9 @@ def _read_stats(output: str, shard_ids: Sequence[int]) -> dict[int, dict[str, An
         try:
             return json.loads(storage.read_bytes(url))
         except ValueError as e:
-            raise ValueError(f"stats record {url} is not valid JSON ({e}); delete it to redo the shard") from e
+            raise ValueError(
+                f"stats record {url} is not valid JSON ({e}); delete it to redo the shard"
+            ) from e
 
     with ThreadPoolExecutor(16) as pool:
         return dict(zip(done, pool.map(read, done)))
@@ -116,8 +120,11 @@ def run_job(items: Sequence[WorkItem], job: JobOptions) -> RunSummary:
     if job.retry_failed:
         previous.update({i: s for i, s in stats.items() if s.get("failures")})
     todo = sorted(previous)
-    print(f"ingest: {len(items)} inputs in {len(shards)} shards -> {job.output} "
-          f"({len(shards) - len(todo)} shards done, {len(todo)} to write)", flush=True)
+    print(
+        f"ingest: {len(items)} inputs in {len(shards)} shards -> {job.output} "
+        f"({len(shards) - len(todo)} shards done, {len(todo)} to write)",
+        flush=True,
+    )
 
     results: list[dict] = []
     errors: dict[int, str] = {}
@@ -131,15 +138,27 @@ def run_job(items: Sequence[WorkItem], job: JobOptions) -> RunSummary:
     if storage.is_s3(job.output) or os.path.isdir(job.output):
         build_index(job.output)
     final = _read_stats(job.output, range(len(shards)))
-    summary = summarize(job.output, final.values(), len(shards), len(shards) - len(todo),
-                        results, errors, seconds, cpus)
+    summary = summarize(
+        job.output,
+        final.values(),
+        len(shards),
+        len(shards) - len(todo),
+        results,
+        errors,
+        seconds,
+        cpus,
+    )
     storage.write_bytes(storage.join(job.output, SUMMARY_NAME), summary_json(summary))
     return summary
 
 
-def _run_tasks(shards, todo, previous, job: JobOptions, cpus: float) -> tuple[list[dict], dict[int, str]]:
+def _run_tasks(
+    shards, todo, previous, job: JobOptions, cpus: float
+) -> tuple[list[dict], dict[int, str]]:
     opts: dict[str, Any] = {
-        "num_cpus": job.ray.task_cpus, "max_retries": job.ray.task_retries, "retry_exceptions": True,
+        "num_cpus": job.ray.task_cpus,
+        "max_retries": job.ray.task_retries,
+        "retry_exceptions": True,
     }
     if job.ray.task_memory:
         opts["memory"] = job.ray.task_memory
@@ -151,8 +170,10 @@ def _run_tasks(shards, todo, previous, job: JobOptions, cpus: float) -> tuple[li
     results: list[dict] = []
     errors: dict[int, str] = {}
     quiet = not job.progress
-    with tqdm(total=len(todo), desc="shards", unit="shard", disable=quiet) as shard_bar, \
-            tqdm(desc="clips", unit="clip", disable=quiet) as clip_bar:
+    with (
+        tqdm(total=len(todo), desc="shards", unit="shard", disable=quiet) as shard_bar,
+        tqdm(desc="clips", unit="clip", disable=quiet) as clip_bar,
+    ):
         while queue or pending:
             while queue and len(pending) < concurrency:
                 shard_id = queue.pop(0)

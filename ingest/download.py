@@ -87,7 +87,9 @@ def _fetch_once(url: str, part: Path, timeout: float) -> None:
             shutil.copyfileobj(response, out, _CHUNK)
 
 
-def download(archive: Archive, dest_dir: str | Path, retries: int = 5, timeout: float = 60.0) -> Path:
+def download(
+    archive: Archive, dest_dir: str | Path, retries: int = 5, timeout: float = 60.0
+) -> Path:
     """Fetch `archive` into `dest_dir` (resuming a partial file); return the verified file."""
     dest_dir = Path(dest_dir)
     dest_dir.mkdir(parents=True, exist_ok=True)
@@ -104,7 +106,9 @@ def download(archive: Archive, dest_dir: str | Path, retries: int = 5, timeout: 
             if isinstance(e, urllib.error.HTTPError) and e.code in (401, 403, 404, 410):
                 raise DownloadError(f"{archive.url}: HTTP {e.code} {e.reason}") from e
             if attempt == retries:
-                raise DownloadError(f"{archive.url}: failed after {retries + 1} attempts ({e})") from e
+                raise DownloadError(
+                    f"{archive.url}: failed after {retries + 1} attempts ({e})"
+                ) from e
             time.sleep(min(30.0, 2.0**attempt))
     try:
         _verify(part, archive)
@@ -144,7 +148,9 @@ def extract(archive_path: str | Path, dest_dir: str | Path) -> Path:
     return dest_dir
 
 
-def fetch_and_extract(archive: Archive, root: str | Path, retries: int = 5, timeout: float = 60.0) -> str:
+def fetch_and_extract(
+    archive: Archive, root: str | Path, retries: int = 5, timeout: float = 60.0
+) -> str:
     """Download `archive` into `root` and extract it into `root/<name without suffix>`."""
     path = download(archive, root, retries, timeout)
     stem = archive.name
@@ -155,13 +161,16 @@ def fetch_and_extract(archive: Archive, root: str | Path, retries: int = 5, time
     return str(extract(path, Path(root) / stem))
 
 
-def fetch_all(archives: Sequence[Archive], root: str | Path, retries: int = 5,
-              timeout: float = 60.0) -> list[str]:
+def fetch_all(
+    archives: Sequence[Archive], root: str | Path, retries: int = 5, timeout: float = 60.0
+) -> list[str]:
     """Download and extract `archives` in parallel, one Ray task each; return the folders.
 
     Uses the caller's Ray session (`ingest.distribute.ray_session`).
     """
     import ray
 
-    task = ray.remote(fetch_and_extract).options(num_cpus=1, max_retries=2, retry_exceptions=[OSError])
+    task = ray.remote(fetch_and_extract).options(
+        num_cpus=1, max_retries=2, retry_exceptions=[OSError]
+    )
     return ray.get([task.remote(a, str(root), retries, timeout) for a in archives])

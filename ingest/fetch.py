@@ -51,7 +51,9 @@ class FetchOptions:
 
     def __post_init__(self) -> None:
         if self.rate_limit is not None and parse_bytes(self.rate_limit) is None:
-            raise ValueError(f"rate_limit {self.rate_limit!r} is not a byte rate like '500K' or '2M'")
+            raise ValueError(
+                f"rate_limit {self.rate_limit!r} is not a byte rate like '500K' or '2M'"
+            )
         if self.cookies is not None and not os.path.isfile(self.cookies):
             raise ValueError(f"cookies file {self.cookies} does not exist")
         if self.min_height < 1 or self.retries < 0 or self.socket_timeout <= 0:
@@ -112,7 +114,10 @@ def _reason(message: str) -> str:
     text = message.lower()
     if "timed out" in text or "timeout" in text:
         return "timeout"
-    if any(s in text for s in ("unavailable", "private video", "removed", "terminated", "not available")):
+    if any(
+        s in text
+        for s in ("unavailable", "private video", "removed", "terminated", "not available")
+    ):
         return "unavailable"
     if "sign in" in text or "cookies" in text or "login" in text:
         return "login_required"

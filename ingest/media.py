@@ -52,7 +52,7 @@ class MediaOptions:
     max_clips: int | None = None  # None: every clip of a long input; 1: the first clip only
     min_clip_seconds: float = 1.0  # a trailing piece shorter than this is dropped
     audio_only: bool = False  # accept inputs without a video stream (their clips have no frames)
-    decode_threads: int = 0  # 0: FFmpeg picks; 1 when many processes share a machine
+    decode_threads: int = 1  # per decoder; Ray runs one task per core (0: FFmpeg picks)
 
     def __post_init__(self) -> None:
         if self.sample_rate <= 0 or self.clip_seconds <= 0:
@@ -95,7 +95,7 @@ class Clip:
 
 
 def clip_windows(duration: float, options: MediaOptions) -> list[tuple[float, float]]:
-    """Consecutive `clip_seconds` windows over `[0, duration)`; the short tail is kept if long enough."""
+    """Consecutive `clip_seconds` windows over `[0, duration)` (a short tail if long enough)."""
     windows = []
     start = 0.0
     while start < duration and (options.max_clips is None or len(windows) < options.max_clips):
@@ -141,7 +141,9 @@ def read_image(path: str | Path, options: MediaOptions) -> bytes:
 def _rgb(frame: av.VideoFrame, short_side: int) -> np.ndarray:
     """Decoded frame -> upright `(H, W, 3)` uint8 with the short side at most `short_side`."""
     width, height = scaled_size(frame.width, frame.height, short_side)
-    rgb = frame.reformat(width=width, height=height, format="rgb24", interpolation="AREA").to_ndarray()
+    rgb = frame.reformat(
+        width=width, height=height, format="rgb24", interpolation="AREA"
+    ).to_ndarray()
     turns = round((frame.rotation or 0) / 90) % 4  # display matrix: degrees counterclockwise
     return np.ascontiguousarray(np.rot90(rgb, k=turns)) if turns else rgb
 
@@ -149,7 +151,12 @@ def _rgb(frame: av.VideoFrame, short_side: int) -> np.ndarray:
 # Leading bytes of common containers: ISO BMFF (after a 4-byte size), Matroska/WebM, RIFF, Ogg,
 # MP3 with an ID3 tag, FLAC.
 _MAGIC = (
-    (4, b"ftyp"), (0, b"\x1a\x45\xdf\xa3"), (0, b"RIFF"), (0, b"OggS"), (0, b"ID3"), (0, b"fLaC"),
+    (4, b"ftyp"),
+    (0, b"\x1a\x45\xdf\xa3"),
+    (0, b"RIFF"),
+    (0, b"OggS"),
+    (0, b"ID3"),
+    (0, b"fLaC"),
 )
 
 
@@ -170,7 +177,9 @@ def _open(path: str | Path) -> av.container.InputContainer:
         return av.open(path, mode="r", timeout=30.0)
     except av.error.InvalidDataError as e:
         if "://" not in path and _looks_like_media(path):
-            raise MediaError("corrupt", f"{path}: a media container FFmpeg cannot open, likely truncated ({e})") from e
+            raise MediaError(
+                "corrupt", f"{path}: a media container FFmpeg cannot open, likely truncated ({e})"
+            ) from e
         raise MediaError("not_media", f"{path}: FFmpeg finds no media in it ({e})") from e
     except av.error.FFmpegError as e:
         raise MediaError("unreadable", f"{path}: {e}") from e
@@ -181,7 +190,9 @@ def _info(container: av.container.InputContainer, audio, video) -> MediaInfo:
     if container.duration is not None and container.duration > 0:
         duration = container.duration / av.time_base
     else:
-        ends = [float(s.duration * s.time_base) for s in (audio, video) if s is not None and s.duration]
+        ends = [
+            float(s.duration * s.time_base) for s in (audio, video) if s is not None and s.duration
+        ]
         duration = max(ends) if ends else None
     return MediaInfo(
         duration=duration,
@@ -238,12 +249,13 @@ class _FramePicker:
 
 
 class _GopDecoder:
-    """Decodes only the groups of pictures (keyframe to keyframe) that show a target time.
+    """Decodes only what the chosen frames need: from the keyframe before a target to just past it.
 
-    Packets of the current group are held (compressed) until it is known whether a target falls
-    inside it: a packet past the next target, or the next keyframe before it. Groups without a
-    target are dropped undecoded; a decoded group is drained at its end so every frame reaches
-    the picker. A group holding more than `max_buffer` bytes is decoded as it arrives.
+    Packets of the current group of pictures (keyframe to keyframe) are held compressed until
+    one lies past the next target time (or the next keyframe comes before it): only then is the
+    group decoded, from its keyframe, and decoding pauses again as soon as every target so far
+    has its frame. Groups without a target are dropped undecoded. A group's held packets are
+    decoded anyway once they exceed `max_buffer` bytes.
     """
 
     def __init__(self, stream, picker: _FramePicker, max_buffer: int = 64 << 20):
@@ -253,28 +265,34 @@ class _GopDecoder:
         self.max_buffer = max_buffer
         self.buffer: list[av.Packet] = []
         self.buffered = 0
-        self.live = False  # decoding the current group as its packets arrive
-
-    def _time(self, packet: av.Packet) -> float | None:
-        return float(packet.pts * self.time_base) if packet.pts is not None else None
+        self.live = False  # decode packets as they arrive (a target may still be ahead)
+        self.fed = False  # the decoder holds state of the current group
+        self.last_time = -math.inf  # time of the last frame handed to the picker
 
     def _decode(self, packet: av.Packet | None) -> None:
+        self.fed = True
         for frame in self.codec.decode(packet):
             # Frames drained by a None packet carry no time base: use the stream's.
-            self.picker.push(frame, float(frame.pts * self.time_base) if frame.pts is not None else 0.0)
+            self.last_time = float(frame.pts * self.time_base) if frame.pts is not None else 0.0
+            self.picker.push(frame, self.last_time)
 
-    def _go_live(self) -> None:
-        self.live = True
+    def _feed(self) -> None:
         for held in self.buffer:
             self._decode(held)
         self.buffer, self.buffered = [], 0
+        # Pause once every target up to the last frame has its frame; a target equal to that
+        # frame's time still waits for the next frame.
+        self.live = self.picker.next_target <= self.last_time
 
     def _end_group(self, next_key: float) -> None:
-        if not self.live and self.buffer and self.picker.next_target < next_key:
-            self._go_live()
-        if self.live:
-            self._decode(None)  # drain the frames the decoder still holds
+        needed = self.picker.next_target < next_key  # a target before the next keyframe
+        if needed and self.buffer:
+            self._feed()
+        if self.fed:
+            if needed:
+                self._decode(None)  # drain: the group's last frames reach the picker
             self.codec.flush_buffers()
+            self.fed = False
         self.picker.settle(next_key)
         self.buffer, self.buffered, self.live = [], 0, False
 
@@ -282,16 +300,18 @@ class _GopDecoder:
         if packet.size == 0:  # the demuxer's end-of-stream packet
             self.finish()
             return
-        time = self._time(packet)
+        time = float(packet.pts * self.time_base) if packet.pts is not None else None
         if packet.is_keyframe and time is not None:
             self._end_group(time)
-        if self.live:
-            self._decode(packet)
-            return
         self.buffer.append(packet)
         self.buffered += packet.size
-        if time is None or time > self.picker.next_target or self.buffered > self.max_buffer:
-            self._go_live()
+        if (
+            self.live
+            or time is None
+            or time > self.picker.next_target
+            or self.buffered > self.max_buffer
+        ):
+            self._feed()
 
     def finish(self) -> None:
         self._end_group(math.inf)
@@ -317,17 +337,25 @@ def decode_clips(
         container.close()
 
 
-def _decode(container, path: str, options: MediaOptions, windows) -> tuple[MediaInfo, list[Clip | None]]:
+def _decode(
+    container, path: str, options: MediaOptions, windows
+) -> tuple[MediaInfo, list[Clip | None]]:
     audio = container.streams.audio[0] if container.streams.audio else None
-    videos = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
+    videos = [
+        s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic
+    ]
     video = videos[0] if videos else None
     info = _info(container, audio, video)
     if audio is None and video is None:
         raise MediaError("not_media", f"{path} has neither an audio nor a video stream")
     if audio is None:
-        raise MediaError("no_audio_stream", f"{path} has no audio stream ({info.video_codec} video only)")
+        raise MediaError(
+            "no_audio_stream", f"{path} has no audio stream ({info.video_codec} video only)"
+        )
     if video is None and not options.audio_only:
-        raise MediaError("no_video_stream", f"{path} has no video stream ({info.audio_codec} audio only)")
+        raise MediaError(
+            "no_video_stream", f"{path} has no video stream ({info.audio_codec} audio only)"
+        )
     if info.duration is None:
         raise MediaError("unknown_duration", f"{path}: the container states no duration")
 
@@ -335,7 +363,9 @@ def _decode(container, path: str, options: MediaOptions, windows) -> tuple[Media
     if windows is None:
         windows = clip_windows(info.duration, options)
         if not windows:
-            raise MediaError("too_short", f"{path} lasts {info.duration:.3f} s, shorter than a clip")
+            raise MediaError(
+                "too_short", f"{path} lasts {info.duration:.3f} s, shorter than a clip"
+            )
     else:
         windows = [(float(s), min(float(e), info.duration)) for s, e in windows]
         inside = [i for i, (s, e) in enumerate(windows) if s < e]
@@ -350,7 +380,9 @@ def _decode(container, path: str, options: MediaOptions, windows) -> tuple[Media
         if stream is not None:
             stream.thread_type = "AUTO"
             stream.codec_context.thread_count = options.decode_threads
-    targets = [t for s, e in windows for t in frame_times(s, e, options.frames_per_clip)] if video else []
+    targets = (
+        [t for s, e in windows for t in frame_times(s, e, options.frames_per_clip)] if video else []
+    )
     picker = _FramePicker(targets, options.short_side)
     gops = _GopDecoder(video, picker) if video is not None else None
     audio_end = max(e for _, e in windows)
@@ -393,7 +425,9 @@ def _decode(container, path: str, options: MediaOptions, windows) -> tuple[Media
     picker.finish()
     info.rotation = picker.rotation
 
-    signal = np.concatenate(pieces).astype(np.float32, copy=False) if pieces else np.zeros(0, np.float32)
+    signal = (
+        np.concatenate(pieces).astype(np.float32, copy=False) if pieces else np.zeros(0, np.float32)
+    )
     if audio_t0 is None:
         why = f" ({failure})" if failure else ""
         raise MediaError("decode_error", f"{path}: no audio could be decoded{why}")
@@ -407,7 +441,8 @@ def _decode(container, path: str, options: MediaOptions, windows) -> tuple[Media
         cause = f"decoding stopped: {failure}" if failure else "the data ends early"
         raise MediaError(
             "truncated",
-            f"{path}: audio ends at {available_end:.2f} s but the file states {expected_end:.2f} s ({cause})",
+            f"{path}: audio ends at {available_end:.2f} s but the file states "
+            f"{expected_end:.2f} s ({cause})",
         )
 
     clips = []
@@ -435,4 +470,3 @@ def _decode(container, path: str, options: MediaOptions, windows) -> tuple[Media
             aligned[i] = clip
         return info, aligned
     return info, clips
-

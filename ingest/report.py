@@ -49,7 +49,9 @@ class RunSummary:
 
     @property
     def complete(self) -> bool:
-        return not self.shard_errors and self.shards_skipped + self.shards_written == self.shards_total
+        return (
+            not self.shard_errors and self.shards_skipped + self.shards_written == self.shards_total
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "shard_errors": {str(k): v for k, v in self.shard_errors.items()}}
@@ -57,10 +59,14 @@ class RunSummary:
     def format(self) -> str:
         lines = [
             f"output: {self.output}",
-            f"shards: {self.shards_total} planned, {self.shards_skipped} already done, "
-            f"{self.shards_written} written now, {len(self.shard_errors)} failed",
-            f"samples: {self.samples} in the dataset ({self.new_samples} new); "
-            f"failed inputs/clips: {self.failures} ({self.new_failures} new)",
+            (
+                f"shards: {self.shards_total} planned, {self.shards_skipped} already done, "
+                f"{self.shards_written} written now, {len(self.shard_errors)} failed"
+            ),
+            (
+                f"samples: {self.samples} in the dataset ({self.new_samples} new); "
+                f"failed inputs/clips: {self.failures} ({self.new_failures} new)"
+            ),
         ]
         if self.failures_by_reason:
             reasons = ", ".join(f"{r} {n}" for r, n in self.failures_by_reason.items())
@@ -113,7 +119,9 @@ def summarize(
         samples=samples,
         failures=failures,
         failures_by_reason=dict(reasons.most_common()),
-        top_errors=[{"count": n, "pattern": p, "example": examples[p]} for p, n in patterns.most_common(top)],
+        top_errors=[
+            {"count": n, "pattern": p, "example": examples[p]} for p, n in patterns.most_common(top)
+        ],
         new_samples=new_samples,
         new_failures=sum(r["new_failures"] for r in results),
         nodes=len({r["node"] for r in results if r.get("node")}),

@@ -16,7 +16,7 @@ import imageio_ffmpeg
 
 @dataclass(frozen=True)
 class MediaSpec:
-    """What to encode. `video_codec=None` makes an audio-only file, `audio_codec=None` a silent one."""
+    """What to encode (`video_codec=None`: audio only; `audio_codec=None`: no sound)."""
 
     seconds: float = 3.0
     video_codec: str | None = "libx264"
@@ -28,7 +28,9 @@ class MediaSpec:
     channels: int = 2
     tone_hz: float = 440.0
     audio_expr: str | None = None  # an aevalsrc expression of t (replaces the sine tone)
-    counter_picture: bool = False  # frame n is flat grey with luma 16 + 2 (n mod 110): neighbours differ
+    counter_picture: bool = (
+        False  # frame n is flat grey with luma 16 + 2 (n mod 110): neighbours differ
+    )
     variable_frame_rate: bool = False
     rotation: int = 0
     extra_args: tuple[str, ...] = field(default_factory=tuple)
@@ -60,10 +62,11 @@ def make_media(path: str | Path, spec: MediaSpec = MediaSpec()) -> Path:
             video = f"testsrc2={size}"
         args += ["-f", "lavfi", "-i", video]
     if spec.audio_codec is not None:
+        timing = f"sample_rate={spec.sample_rate}:duration={spec.seconds}"
         if spec.audio_expr is not None:
-            sound = f"aevalsrc='{spec.audio_expr}':sample_rate={spec.sample_rate}:duration={spec.seconds}"
+            sound = f"aevalsrc='{spec.audio_expr}':{timing}"
         else:
-            sound = f"sine=frequency={spec.tone_hz}:sample_rate={spec.sample_rate}:duration={spec.seconds}"
+            sound = f"sine=frequency={spec.tone_hz}:{timing}"
         args += ["-f", "lavfi", "-i", sound]
     if spec.video_codec is not None:
         args += ["-c:v", spec.video_codec, "-pix_fmt", "yuv420p"]
@@ -77,13 +80,15 @@ def make_media(path: str | Path, spec: MediaSpec = MediaSpec()) -> Path:
     run_ffmpeg(args)
     if spec.rotation:
         rotated = path.with_name(f"rotating-{path.name}")
-        run_ffmpeg(["-display_rotation", str(spec.rotation), "-i", str(path), "-c", "copy", str(rotated)])
+        run_ffmpeg(
+            ["-display_rotation", str(spec.rotation), "-i", str(path), "-c", "copy", str(rotated)]
+        )
         rotated.replace(path)
     return path
 
 
 def truncate(path: str | Path, keep_fraction: float) -> Path:
-    """Cut a file to the first `keep_fraction` of its bytes, as an interrupted download leaves it."""
+    """Keep the first `keep_fraction` of a file's bytes, as an interrupted download leaves it."""
     path = Path(path)
     data = path.read_bytes()
     path.write_bytes(data[: int(len(data) * keep_fraction)])

@@ -28,8 +28,18 @@ def serve_directory(folder: str | os.PathLike, timeout: float = 20.0) -> Iterato
     """Serve `folder` over HTTP on 127.0.0.1; yield the base URL (no trailing slash)."""
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(folder)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "http.server",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--directory",
+            str(folder),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -49,13 +59,21 @@ def serve_directory(folder: str | os.PathLike, timeout: float = 20.0) -> Iterato
 
 
 @contextlib.contextmanager
-def local_ray(num_cpus: int = 2, memory: int = 2 << 30, object_store_memory: int = 128 << 20) -> Iterator[None]:
+def local_ray(
+    num_cpus: int = 2, memory: int = 2 << 30, object_store_memory: int = 128 << 20
+) -> Iterator[None]:
     """A private local Ray instance (usage stats and dashboard off) for the enclosed block."""
     import ray
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(address="local", num_cpus=num_cpus, _memory=memory, object_store_memory=object_store_memory,
-             include_dashboard=False, log_to_driver=False)
+    ray.init(
+        address="local",
+        num_cpus=num_cpus,
+        _memory=memory,
+        object_store_memory=object_store_memory,
+        include_dashboard=False,
+        log_to_driver=False,
+    )
     try:
         yield
     finally:

@@ -47,8 +47,13 @@ def _words_in(words: Sequence[Mapping[str, Any]], start: float, duration: float)
     kept = []
     for w in words:
         if start <= w["start"] < start + duration:
-            kept.append({"word": w["word"], "start": round(w["start"] - start, 4),
-                         "end": round(min(w["end"], start + duration) - start, 4)})
+            kept.append(
+                {
+                    "word": w["word"],
+                    "start": round(w["start"] - start, 4),
+                    "end": round(min(w["end"], start + duration) - start, 4),
+                }
+            )
     return kept
 
 
@@ -101,8 +106,13 @@ def item_samples(item: WorkItem, job: JobOptions) -> Iterator[Outcome]:
         key = clip_key(item, index)
         if clip is None:
             window = item.windows[index]
-            yield key, (f"window_out_of_range: {item.location} lasts {info.duration:.2f} s; "
-                        f"the clip ({window.start:g}, {window.end:g}) lies outside it")
+            yield (
+                key,
+                (
+                    f"window_out_of_range: {item.location} lasts {info.duration:.2f} s; "
+                    f"the clip ({window.start:g}, {window.end:g}) lies outside it"
+                ),
+            )
             continue
         frames = frames_of_image or clip.frames
         meta = _meta(item, index, clip, info, still)
@@ -183,4 +193,3 @@ def write_shard(
         "kept_samples": len(kept),
         "seconds": time.time() - started,
     }
-

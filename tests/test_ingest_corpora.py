@@ -31,9 +31,28 @@ MISSING_YTID = "AAAAAAAAAAA"
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("world")
     subprocess.run(
-        [sys.executable, "-m", "ingest.toyworld", "--out", str(root), "--size", "tiny", "--videos", "2",
-         "--min-video-seconds", "20", "--max-video-seconds", "23", "--speech-train", "8",
-         "--speech-val", "3", "--workers", "1", "--quiet"],
+        [
+            sys.executable,
+            "-m",
+            "ingest.toyworld",
+            "--out",
+            str(root),
+            "--size",
+            "tiny",
+            "--videos",
+            "2",
+            "--min-video-seconds",
+            "20",
+            "--max-video-seconds",
+            "23",
+            "--speech-train",
+            "8",
+            "--speech-val",
+            "3",
+            "--workers",
+            "1",
+            "--quiet",
+        ],
         check=True,
     )
     return root
@@ -72,8 +91,25 @@ def _failures(out: str) -> dict[str, str]:
 
 def _ffmpeg_audio(path, start: float) -> np.ndarray:
     """10 s of 16 kHz mono from the ffmpeg command line: an independent reference."""
-    cmd = [ffmpeg_exe(), "-v", "error", "-ss", str(start), "-t", "10", "-i", str(path), "-vn",
-           "-ac", "1", "-ar", str(SAMPLE_RATE), "-f", "f32le", "-"]
+    cmd = [
+        ffmpeg_exe(),
+        "-v",
+        "error",
+        "-ss",
+        str(start),
+        "-t",
+        "10",
+        "-i",
+        str(path),
+        "-vn",
+        "-ac",
+        "1",
+        "-ar",
+        str(SAMPLE_RATE),
+        "-f",
+        "f32le",
+        "-",
+    ]
     return np.frombuffer(subprocess.run(cmd, capture_output=True, check=True).stdout, np.float32)
 
 
@@ -91,23 +127,46 @@ def test_audioset_over_http(world, ray_session, tmp_path):
     csv = tmp_path / "segments.csv"
     text = (audioset / "toyworld_segments.csv").read_text()
     first = read_segments(audioset / "toyworld_segments.csv")[0]
-    csv.write_text(text + f'{MISSING_YTID}, 0.000, 10.000, "/t/tw0001"\n'
-                   f'{first.ytid}, 100.000, 110.000, "/t/tw0001"\n')
+    csv.write_text(
+        text + f'{MISSING_YTID}, 0.000, 10.000, "/t/tw0001"\n'
+        f'{first.ytid}, 100.000, 110.000, "/t/tw0001"\n'
+    )
     segments = read_segments(csv)
-    names = {c.mid: c.display_name for c in read_class_labels(audioset / "class_labels_indices.csv")}
+    names = {
+        c.mid: c.display_name for c in read_class_labels(audioset / "class_labels_indices.csv")
+    }
     out = str(tmp_path / "out")
     with serve_directory(audioset / "videos") as base:
-        code = main(["audioset", str(csv), "--class-labels", str(audioset / "class_labels_indices.csv"),
-                     "--url-template", base + "/{YTID}.mp4", "-o", out, "--items-per-shard", "2",
-                     "--frames-per-clip", "2", "--no-progress"])
+        code = main(
+            [
+                "audioset",
+                str(csv),
+                "--class-labels",
+                str(audioset / "class_labels_indices.csv"),
+                "--url-template",
+                base + "/{YTID}.mp4",
+                "-o",
+                out,
+                "--items-per-shard",
+                "2",
+                "--frames-per-clip",
+                "2",
+                "--no-progress",
+            ]
+        )
     assert code == 0
     samples = _samples(out)
     failures = _failures(out)
     assert failures.keys() == {f"{MISSING_YTID}_0", f"{first.ytid}_100000"}
-    assert failures[f"{MISSING_YTID}_0"].startswith("http_error:") and "404" in failures[f"{MISSING_YTID}_0"]
+    assert (
+        failures[f"{MISSING_YTID}_0"].startswith("http_error:")
+        and "404" in failures[f"{MISSING_YTID}_0"]
+    )
     assert failures[f"{first.ytid}_100000"].startswith("window_out_of_range:")
     good = [s for s in segments if s.ytid != MISSING_YTID and s.start_seconds < 100]
-    assert len(good) >= 4 and set(samples) == {f"{s.ytid}_{int(s.start_seconds * 1000)}" for s in good}
+    assert len(good) >= 4 and set(samples) == {
+        f"{s.ytid}_{int(s.start_seconds * 1000)}" for s in good
+    }
     for seg in good:
         s = samples[f"{seg.ytid}_{int(seg.start_seconds * 1000)}"]
         meta = s["meta"]
@@ -135,7 +194,9 @@ def _check_placesaudio(samples: dict[str, dict], metadata) -> None:
         np.testing.assert_allclose(s["audio"][:valid], wav[:valid], atol=1e-4)
         assert not s["audio"][valid:].any()
         assert meta["caption"] == utt.asr_text and meta["speaker"] == utt.speaker
-        assert meta["words"] == [{"word": w.word, "start": w.start, "end": w.end} for w in utt.words]
+        assert meta["words"] == [
+            {"word": w.word, "start": w.start, "end": w.end} for w in utt.words
+        ]
         image = np.asarray(Image.open(utt.image).convert("RGB")).astype(int)
         assert len(s["frames"]) == 1 and s["frames"][0].shape == image.shape
         assert np.abs(s["frames"][0].astype(int) - image).mean() < 4
@@ -143,11 +204,26 @@ def _check_placesaudio(samples: dict[str, dict], metadata) -> None:
 
 def test_placesaudio_from_its_folder(world, ray_session, tmp_path):
     out = str(tmp_path / "out")
-    code = main(["placesaudio", str(world / "placesaudio"), "--split", "train", "--split", "val",
-                 "-o", out, "--items-per-shard", "4", "--no-progress"])
+    code = main(
+        [
+            "placesaudio",
+            str(world / "placesaudio"),
+            "--split",
+            "train",
+            "--split",
+            "val",
+            "-o",
+            out,
+            "--items-per-shard",
+            "4",
+            "--no-progress",
+        ]
+    )
     assert code == 0
-    metadata = [*read_metadata(world / "placesaudio" / "metadata" / "train.json"),
-                *read_metadata(world / "placesaudio" / "metadata" / "val.json")]
+    metadata = [
+        *read_metadata(world / "placesaudio" / "metadata" / "train.json"),
+        *read_metadata(world / "placesaudio" / "metadata" / "val.json"),
+    ]
     _check_placesaudio(_samples(out), metadata)
     assert _failures(out) == {}
 
@@ -162,10 +238,19 @@ def test_placesaudio_from_a_downloaded_archive(world, ray_session, tmp_path):
     out = str(tmp_path / "out")
     downloads = tmp_path / "downloads"
     with serve_directory(www) as base:
-        args = ["placesaudio", "--archive-url", f"{base}/{archive.name}#sha256={digest}",
-                "--download-dir", str(downloads), "--split", "val", "-o", out, "--no-progress"]
+        args = [
+            "placesaudio",
+            "--archive-url",
+            f"{base}/{archive.name}#sha256={digest}",
+            "--download-dir",
+            str(downloads),
+            "--split",
+            "val",
+            "-o",
+            out,
+            "--no-progress",
+        ]
         assert main(args) == 0
     extracted = downloads / "PlacesAudio_distro" / "PlacesAudio_distro"
     _check_placesaudio(_samples(out), read_metadata(extracted / "metadata" / "val.json"))
     assert (downloads / archive.name).read_bytes() == archive.read_bytes()
-

@@ -8,6 +8,7 @@ import http.server
 import os
 import tarfile
 import threading
+from typing import ClassVar
 
 import pytest
 import yt_dlp
@@ -59,17 +60,22 @@ def test_unreachable_host_fails_with_a_reason(tmp_path):
     url = f"http://127.0.0.1:{free_port()}/x.mp4"  # nothing listens there
     with pytest.raises(FetchError) as err:
         download_video(url, str(tmp_path), FetchOptions(retries=0, socket_timeout=2))
-    assert err.value.reason in ("download_failed", "http_error", "timeout") and url in err.value.detail
+    assert (
+        err.value.reason in ("download_failed", "http_error", "timeout") and url in err.value.detail
+    )
 
 
 def test_cookies_rate_limit_and_timeouts_reach_ytdlp(http_server, tmp_path):
     cookies = tmp_path / "cookies.txt"
     cookies.write_text("# Netscape HTTP Cookie File\n127.0.0.1\tFALSE\t/\tFALSE\t0\tsession\tabc\n")
-    options = FetchOptions(cookies=str(cookies), rate_limit="5M", socket_timeout=7, retries=2,
-                           sleep_interval=0.1)
+    options = FetchOptions(
+        cookies=str(cookies), rate_limit="5M", socket_timeout=7, retries=2, sleep_interval=0.1
+    )
     params = ytdlp_params(options, str(tmp_path))
     assert params["cookiefile"] == str(cookies) and params["ratelimit"] == 5 * 1024 * 1024
-    assert params["socket_timeout"] == 7 and params["retries"] == 2 and params["sleep_interval"] == 0.1
+    assert (
+        params["socket_timeout"] == 7 and params["retries"] == 2 and params["sleep_interval"] == 0.1
+    )
     base, _ = http_server
     assert download_video(f"{base}/clipA.mp4", str(tmp_path / "dl"), options).is_file()
     with pytest.raises(ValueError, match="rate_limit"):
@@ -79,28 +85,50 @@ def test_cookies_rate_limit_and_timeouts_reach_ytdlp(http_server, tmp_path):
 
 
 def _formats_info(formats):
-    return {"id": "x", "title": "x", "extractor": "generic", "extractor_key": "Generic",
-            "webpage_url": "http://127.0.0.1:1/x", "formats": formats}
+    return {
+        "id": "x",
+        "title": "x",
+        "extractor": "generic",
+        "extractor_key": "Generic",
+        "webpage_url": "http://127.0.0.1:1/x",
+        "formats": formats,
+    }
 
 
 def _fmt(fid, height=None, vcodec="avc1", acodec="none", size=None):
-    return {"format_id": fid, "url": f"http://127.0.0.1:1/{fid}", "ext": "mp4", "height": height,
-            "width": height and height * 16 // 9, "vcodec": vcodec, "acodec": acodec,
-            "filesize": size, "protocol": "http"}
+    return {
+        "format_id": fid,
+        "url": f"http://127.0.0.1:1/{fid}",
+        "ext": "mp4",
+        "height": height,
+        "width": height and height * 16 // 9,
+        "vcodec": vcodec,
+        "acodec": acodec,
+        "filesize": size,
+        "protocol": "http",
+    }
 
 
-@pytest.mark.parametrize("min_height, chosen", [(360, "v360+a-lo"), (300, "v360+a-lo"), (1080, "v720+a-lo")])
+@pytest.mark.parametrize(
+    "min_height, chosen", [(360, "v360+a-lo"), (300, "v360+a-lo"), (1080, "v720+a-lo")]
+)
 def test_format_choice_smallest_video_at_or_above_height(tmp_path, min_height, chosen):
     formats = [_fmt(f"v{h}", h) for h in (144, 240, 360, 480, 720)]
-    formats += [_fmt("a-lo", vcodec="none", acodec="opus", size=1000),
-                _fmt("a-hi", vcodec="none", acodec="opus", size=5000)]
+    formats += [
+        _fmt("a-lo", vcodec="none", acodec="opus", size=1000),
+        _fmt("a-hi", vcodec="none", acodec="opus", size=5000),
+    ]
     with yt_dlp.YoutubeDL(ytdlp_params(FetchOptions(min_height=min_height), str(tmp_path))) as ydl:
         info = ydl.process_ie_result(_formats_info(formats), download=False)
     assert info["format_id"] == chosen
 
 
 def test_format_choice_prefers_files_with_audio(tmp_path):
-    formats = [_fmt("c240", 240, acodec="mp4a"), _fmt("c360", 360, acodec="mp4a"), _fmt("c720", 720, acodec="mp4a")]
+    formats = [
+        _fmt("c240", 240, acodec="mp4a"),
+        _fmt("c360", 360, acodec="mp4a"),
+        _fmt("c720", 720, acodec="mp4a"),
+    ]
     with yt_dlp.YoutubeDL(ytdlp_params(FetchOptions(min_height=300), str(tmp_path))) as ydl:
         assert ydl.process_ie_result(_formats_info(formats), download=False)["format_id"] == "c360"
 
@@ -119,7 +147,7 @@ def test_s3_input_is_copied_locally(s3_server, tmp_path):
 class _RangeHandler(http.server.SimpleHTTPRequestHandler):
     """Serves byte ranges (http.server does not) and records the Range headers it saw."""
 
-    ranges: list[str] = []
+    ranges: ClassVar[list[str]] = []
 
     def log_message(self, *args) -> None:
         pass

@@ -18,7 +18,9 @@ from ingest.synthetic import MediaSpec, ffmpeg_exe, make_media, truncate
 ODD = {
     "h264_aac.mp4": MediaSpec(seconds=3),
     "vp9_opus.webm": MediaSpec(
-        video_codec="libvpx-vp9", audio_codec="libopus", sample_rate=48000,
+        video_codec="libvpx-vp9",
+        audio_codec="libopus",
+        sample_rate=48000,
         extra_args=("-deadline", "realtime", "-cpu-used", "8"),
     ),
     "mpeg4_mp3.mkv": MediaSpec(video_codec="mpeg4", audio_codec="libmp3lame", sample_rate=22050),
@@ -76,7 +78,9 @@ def test_long_input_splits_into_clips_or_first_only(tmp_path):
 
 def test_window_cut_is_sample_accurate_after_seek(tmp_path):
     # Silence, then a tone from 12.5 s: the window (10, 20) must see the onset 2.5 s in.
-    spec = MediaSpec(seconds=30, width=160, height=120, audio_expr="if(gte(t,12.5),0.5*sin(2*PI*440*t),0)")
+    spec = MediaSpec(
+        seconds=30, width=160, height=120, audio_expr="if(gte(t,12.5),0.5*sin(2*PI*440*t),0)"
+    )
     path = make_media(tmp_path / "onset.mp4", spec)
     _, (clip,) = decode_clips(path, windows=[(10.0, 20.0)])
     assert clip.start == 10.0 and clip.audio.size == 160000
@@ -98,14 +102,46 @@ def test_window_past_the_end_is_short_or_rejected(tmp_path):
 @pytest.mark.parametrize(
     "name, spec",
     [
-        ("vfr.mp4", MediaSpec(seconds=6, width=64, height=64, counter_picture=True, variable_frame_rate=True)),
-        ("vfr_gop7_bframes.mp4", MediaSpec(seconds=8, width=64, height=64, counter_picture=True,
-                                           variable_frame_rate=True, extra_args=("-g", "7", "-bf", "2"))),
-        ("gop12_bframes.mp4", MediaSpec(seconds=24, width=64, height=64, counter_picture=True,
-                                        extra_args=("-g", "12", "-bf", "3"))),
-        ("gop12.webm", MediaSpec(seconds=24, width=64, height=64, counter_picture=True,
-                                 video_codec="libvpx-vp9", audio_codec="libopus", sample_rate=48000,
-                                 extra_args=("-g", "12", "-deadline", "realtime", "-cpu-used", "8"))),
+        (
+            "vfr.mp4",
+            MediaSpec(
+                seconds=6, width=64, height=64, counter_picture=True, variable_frame_rate=True
+            ),
+        ),
+        (
+            "vfr_gop7_bframes.mp4",
+            MediaSpec(
+                seconds=8,
+                width=64,
+                height=64,
+                counter_picture=True,
+                variable_frame_rate=True,
+                extra_args=("-g", "7", "-bf", "2"),
+            ),
+        ),
+        (
+            "gop12_bframes.mp4",
+            MediaSpec(
+                seconds=24,
+                width=64,
+                height=64,
+                counter_picture=True,
+                extra_args=("-g", "12", "-bf", "3"),
+            ),
+        ),
+        (
+            "gop12.webm",
+            MediaSpec(
+                seconds=24,
+                width=64,
+                height=64,
+                counter_picture=True,
+                video_codec="libvpx-vp9",
+                audio_codec="libopus",
+                sample_rate=48000,
+                extra_args=("-g", "12", "-deadline", "realtime", "-cpu-used", "8"),
+            ),
+        ),
     ],
 )
 def test_frames_are_those_on_screen_at_their_times(tmp_path, name, spec):
@@ -133,8 +169,22 @@ def test_rotation_metadata_is_applied_like_ffmpeg(tmp_path):
     assert ours.shape == (320, 240, 3)  # stored landscape, shown portrait
     # ffmpeg rotates on decode by default; take the frame on screen at the same time.
     t = clip.frame_times[0] - 0.02
-    cmd = [ffmpeg_exe(), "-v", "error", "-ss", f"{t:.3f}", "-i", str(path), "-frames:v", "1",
-           "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
+    cmd = [
+        ffmpeg_exe(),
+        "-v",
+        "error",
+        "-ss",
+        f"{t:.3f}",
+        "-i",
+        str(path),
+        "-frames:v",
+        "1",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "rgb24",
+        "-",
+    ]
     raw = subprocess.run(cmd, capture_output=True, check=True).stdout
     ref = np.frombuffer(raw, np.uint8).reshape(320, 240, 3).astype(int)
     assert np.abs(ours - ref).mean() < 15
@@ -160,13 +210,25 @@ def test_audio_only_input_fails_or_passes_by_policy(tmp_path):
 @pytest.mark.parametrize(
     "name, make, reason",
     [
-        ("silent.mp4", lambda p: make_media(p, MediaSpec(audio_codec=None, width=160, height=120)),
-         "no_audio_stream"),
+        (
+            "silent.mp4",
+            lambda p: make_media(p, MediaSpec(audio_codec=None, width=160, height=120)),
+            "no_audio_stream",
+        ),
         ("empty.mp4", lambda p: p.write_bytes(b""), "empty_file"),
         ("notes.mp4", lambda p: p.write_text("not a video at all\n" * 50), "not_media"),
-        ("moov_at_end.mp4", lambda p: truncate(make_media(p, MediaSpec(seconds=4)), 0.5), "corrupt"),
-        ("faststart.mp4", lambda p: truncate(make_media(p, MediaSpec(seconds=8, extra_args=(
-            "-movflags", "+faststart"))), 0.5), "truncated"),
+        (
+            "moov_at_end.mp4",
+            lambda p: truncate(make_media(p, MediaSpec(seconds=4)), 0.5),
+            "corrupt",
+        ),
+        (
+            "faststart.mp4",
+            lambda p: truncate(
+                make_media(p, MediaSpec(seconds=8, extra_args=("-movflags", "+faststart"))), 0.5
+            ),
+            "truncated",
+        ),
     ],
 )
 def test_unusable_inputs_fail_with_a_reason(tmp_path, name, make, reason):

@@ -24,15 +24,39 @@ from shards.index import load_index
 
 GOOD = {  # name -> (spec, expected clip durations)
     "long_h264.mp4": (MediaSpec(seconds=21.5, width=160, height=120), [10.0, 10.0, 1.5]),
-    "vp9_opus.webm": (MediaSpec(seconds=3, video_codec="libvpx-vp9", audio_codec="libopus",
-                                sample_rate=48000, width=160, height=120,
-                                extra_args=("-deadline", "realtime", "-cpu-used", "8")), [3.0]),
-    "mpeg4_mp3.mkv": (MediaSpec(seconds=3, video_codec="mpeg4", audio_codec="libmp3lame",
-                                sample_rate=22050, width=160, height=120), [3.0]),
-    "pcm8k_51.mkv": (MediaSpec(seconds=2, audio_codec="pcm_s16le", sample_rate=8000, channels=6,
-                               width=160, height=120), [2.0]),
-    "rotated_vfr.mp4": (MediaSpec(seconds=4, rotation=270, variable_frame_rate=True,
-                                  width=160, height=120), [4.0]),
+    "vp9_opus.webm": (
+        MediaSpec(
+            seconds=3,
+            video_codec="libvpx-vp9",
+            audio_codec="libopus",
+            sample_rate=48000,
+            width=160,
+            height=120,
+            extra_args=("-deadline", "realtime", "-cpu-used", "8"),
+        ),
+        [3.0],
+    ),
+    "mpeg4_mp3.mkv": (
+        MediaSpec(
+            seconds=3,
+            video_codec="mpeg4",
+            audio_codec="libmp3lame",
+            sample_rate=22050,
+            width=160,
+            height=120,
+        ),
+        [3.0],
+    ),
+    "pcm8k_51.mkv": (
+        MediaSpec(
+            seconds=2, audio_codec="pcm_s16le", sample_rate=8000, channels=6, width=160, height=120
+        ),
+        [2.0],
+    ),
+    "rotated_vfr.mp4": (
+        MediaSpec(seconds=4, rotation=270, variable_frame_rate=True, width=160, height=120),
+        [4.0],
+    ),
 }
 BAD = {  # name -> expected failure reason
     "silent.mp4": "no_audio_stream",
@@ -56,8 +80,13 @@ def _make_bad(folder, name):
     elif name == "readme.mp4":
         path.write_text("this is not a video\n" * 20)
     elif name == "cut.mp4":
-        truncate(make_media(path, MediaSpec(seconds=6, width=160, height=120,
-                                            extra_args=("-movflags", "+faststart"))), 0.5)
+        truncate(
+            make_media(
+                path,
+                MediaSpec(seconds=6, width=160, height=120, extra_args=("-movflags", "+faststart")),
+            ),
+            0.5,
+        )
 
 
 @pytest.fixture(scope="module")
@@ -118,8 +147,11 @@ def _check_dataset(out_url: str, items) -> None:
             s = samples[key]
             assert s["audio"].shape == (CLIP_SAMPLES,)
             meta = s["meta"]
-            assert abs(meta["valid_samples"] - duration * SAMPLE_RATE) < 0.06 * SAMPLE_RATE, (key, meta)
-            assert not s["audio"][meta["valid_samples"]:].any(), "padding must be silence"
+            assert abs(meta["valid_samples"] - duration * SAMPLE_RATE) < 0.06 * SAMPLE_RATE, (
+                key,
+                meta,
+            )
+            assert not s["audio"][meta["valid_samples"] :].any(), "padding must be silence"
             assert abs(meta["clip_start"] - 10.0 * index) < 1e-6
             assert meta["source"] == "videos" and meta["caption"] == f"the clip {name}"
             assert meta["labels"] == ["cat", "dog"] and meta["url"] == f"media/{name}"
@@ -130,7 +162,9 @@ def _check_dataset(out_url: str, items) -> None:
                 assert s["frames"][0].shape[:2] == (128, 96)
     assert set(samples) == expected_keys
     failures = _failures(out_url)
-    assert {k: r.split(":")[0] for k, r in failures.items()} == {by_name[n].key: r for n, r in BAD.items()}
+    assert {k: r.split(":")[0] for k, r in failures.items()} == {
+        by_name[n].key: r for n, r in BAD.items()
+    }
     assert all(len(r) > len(r.split(":")[0]) + 5 for r in failures.values()), "reasons need details"
 
 
@@ -172,8 +206,12 @@ def test_local_run_rerun_and_retry_failed(corpus, ray_session, tmp_path):
     # The missing file appears; --retry-failed redoes only the failed inputs of done shards.
     make_media(corpus / "media" / "gone.mp4", MediaSpec(seconds=2, width=160, height=120))
     try:
-        retried = run_job(items, JobOptions(output=out, items_per_shard=3, media=MEDIA,
-                                            progress=False, retry_failed=True))
+        retried = run_job(
+            items,
+            JobOptions(
+                output=out, items_per_shard=3, media=MEDIA, progress=False, retry_failed=True
+            ),
+        )
     finally:
         (corpus / "media" / "gone.mp4").unlink()
     assert retried.samples == 8 and retried.failures == len(BAD) - 1

@@ -51,11 +51,18 @@ def plan(
                 if limit is not None and len(videos) >= limit:
                     continue
                 url = video_url(url_template, seg.ytid)
-                item = WorkItem(key=safe_key(seg.ytid), source=SOURCE, location=url,
-                                windows=[], meta={"id": seg.ytid, "url": url})
+                item = WorkItem(
+                    key=safe_key(seg.ytid),
+                    source=SOURCE,
+                    location=url,
+                    windows=[],
+                    meta={"id": seg.ytid, "url": url},
+                )
                 videos[seg.ytid] = item
-            meta = {"labels": list(seg.positive_labels),
-                    "segment": [seg.start_seconds, seg.end_seconds]}
+            meta = {
+                "labels": list(seg.positive_labels),
+                "segment": [seg.start_seconds, seg.end_seconds],
+            }
             if classes:
                 meta["label_indices"] = [classes[m].index for m in seg.positive_labels]
                 meta["label_names"] = [classes[m].display_name for m in seg.positive_labels]
@@ -71,11 +78,17 @@ def plan(
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("segments", nargs="+", help="segment CSV file(s), local or s3://")
-    parser.add_argument("--class-labels", default=None,
-                        help="class_labels_indices.csv: check labels, add their names and indices")
-    parser.add_argument("--url-template", default=YOUTUBE_URL_TEMPLATE,
-                        help="where a video is fetched from; {YTID} is replaced by its id "
-                        f"(default {YOUTUBE_URL_TEMPLATE}; e.g. /data/audioset/{{YTID}}.mp4)")
+    parser.add_argument(
+        "--class-labels",
+        default=None,
+        help="class_labels_indices.csv: check labels, add their names and indices",
+    )
+    parser.add_argument(
+        "--url-template",
+        default=YOUTUBE_URL_TEMPLATE,
+        help="where a video is fetched from; {YTID} is replaced by its id "
+        f"(default {YOUTUBE_URL_TEMPLATE}; e.g. /data/audioset/{{YTID}}.mp4)",
+    )
 
 
 def plan_from_args(args: argparse.Namespace) -> list[WorkItem]:

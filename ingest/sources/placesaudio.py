@@ -60,41 +60,80 @@ def plan(
         try:
             doc = json.loads(storage.read_bytes(metadata_url))
         except FileNotFoundError as e:
-            raise ValueError(f"{metadata_url} does not exist (is {root} a PlacesAudio folder?)") from e
+            raise ValueError(
+                f"{metadata_url} does not exist (is {root} a PlacesAudio folder?)"
+            ) from e
         except json.JSONDecodeError as e:
             raise ValueError(f"{metadata_url}:{e.lineno}: invalid JSON: {e.msg}") from e
         metadata_dir = storage.join(root, "metadata")
         bases = {
-            "image_base_path": image_base_path or _resolve(str(doc.get("image_base_path", "")), metadata_dir),
-            "audio_base_path": audio_base_path or _resolve(str(doc.get("audio_base_path", "")), metadata_dir),
+            "image_base_path": image_base_path
+            or _resolve(str(doc.get("image_base_path", "")), metadata_dir),
+            "audio_base_path": audio_base_path
+            or _resolve(str(doc.get("audio_base_path", "")), metadata_dir),
         }
         utterances = parse_metadata(doc, metadata_url, None, **bases)
         for utt in utterances[:limit] if limit else utterances:
             key = safe_key(utt.uttid)
-            meta = {"id": utt.uttid, "url": utt.wav, "image": utt.image, "speaker": utt.speaker,
-                    "caption": utt.asr_text, "split": split}
+            meta = {
+                "id": utt.uttid,
+                "url": utt.wav,
+                "image": utt.image,
+                "speaker": utt.speaker,
+                "caption": utt.asr_text,
+                "split": split,
+            }
             if utt.words is not None:
-                meta["words"] = [{"word": w.word, "start": w.start, "end": w.end} for w in utt.words]
-            items.append(WorkItem(key=key, source=SOURCE, location=utt.wav,
-                                  windows=[Window(0.0, CLIP_SECONDS, key)], image=utt.image, meta=meta))
+                meta["words"] = [
+                    {"word": w.word, "start": w.start, "end": w.end} for w in utt.words
+                ]
+            items.append(
+                WorkItem(
+                    key=key,
+                    source=SOURCE,
+                    location=utt.wav,
+                    windows=[Window(0.0, CLIP_SECONDS, key)],
+                    image=utt.image,
+                    meta=meta,
+                )
+            )
     check_unique_keys(items, root)
     return items
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("root", nargs="?", default=None,
-                        help="PlacesAudio folder (local or s3://) holding metadata/{split}.json")
-    parser.add_argument("--split", action="append", default=None,
-                        help="metadata split(s) to ingest (default: train; repeatable)")
-    parser.add_argument("--archive-url", action="append", default=[],
-                        help="download and extract this archive first (URL or URL#sha256=HEX / "
-                        "#md5=HEX; repeatable: the distribution and the Places images)")
-    parser.add_argument("--download-dir", default=None,
-                        help="where archives are downloaded and extracted (resumable)")
-    parser.add_argument("--image-base-path", default=None,
-                        help="folder of the Places images (overrides the metadata's)")
-    parser.add_argument("--audio-base-path", default=None,
-                        help="folder of the wavs (overrides the metadata's)")
+    parser.add_argument(
+        "root",
+        nargs="?",
+        default=None,
+        help="PlacesAudio folder (local or s3://) holding metadata/{split}.json",
+    )
+    parser.add_argument(
+        "--split",
+        action="append",
+        default=None,
+        help="metadata split(s) to ingest (default: train; repeatable)",
+    )
+    parser.add_argument(
+        "--archive-url",
+        action="append",
+        default=[],
+        help="download and extract this archive first (URL or URL#sha256=HEX / "
+        "#md5=HEX; repeatable: the distribution and the Places images)",
+    )
+    parser.add_argument(
+        "--download-dir",
+        default=None,
+        help="where archives are downloaded and extracted (resumable)",
+    )
+    parser.add_argument(
+        "--image-base-path",
+        default=None,
+        help="folder of the Places images (overrides the metadata's)",
+    )
+    parser.add_argument(
+        "--audio-base-path", default=None, help="folder of the wavs (overrides the metadata's)"
+    )
 
 
 def plan_from_args(args: argparse.Namespace) -> list[WorkItem]:

@@ -72,7 +72,9 @@ def plan(table: str, limit: int | None = None) -> list[WorkItem]:
         raise ValueError(f"{table} holds no rows")
     column = next((c for c in LOCATION_COLUMNS if c in rows[0]), None)
     if column is None:
-        raise ValueError(f"{table} needs one of the columns {LOCATION_COLUMNS}; it has {sorted(rows[0])}")
+        raise ValueError(
+            f"{table} needs one of the columns {LOCATION_COLUMNS}; it has {sorted(rows[0])}"
+        )
     items = []
     for number, row in enumerate(rows[:limit] if limit else rows, 1):
         location = str(row.get(column) or "").strip()
@@ -80,7 +82,10 @@ def plan(table: str, limit: int | None = None) -> list[WorkItem]:
             raise ValueError(f"{table}: row {number} has an empty {column!r}")
         given = row.get("key") or row.get("id")
         key = safe_key(str(given)) if given not in (None, "") else hashed_key(location)
-        meta: dict[str, Any] = {"id": str(given) if given not in (None, "") else key, "url": location}
+        meta: dict[str, Any] = {
+            "id": str(given) if given not in (None, "") else key,
+            "url": location,
+        }
         if row.get("caption"):
             meta["caption"] = str(row["caption"])
         labels = _labels(row.get("labels", row.get("label")))
@@ -93,11 +98,17 @@ def plan(table: str, limit: int | None = None) -> list[WorkItem]:
             if not end > start >= 0:
                 raise ValueError(f"{table}: row {number} has start {start} and end {end}")
             windows = [Window(start, min(end, start + CLIP_SECONDS), key)]
-        items.append(WorkItem(key=key, source=SOURCE, location=_resolve(location, table),
-                              windows=windows, meta=meta))
+        items.append(
+            WorkItem(
+                key=key,
+                source=SOURCE,
+                location=_resolve(location, table),
+                windows=windows,
+                meta=meta,
+            )
+        )
     check_unique_keys(items, table)
     return items
-
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
