@@ -16,8 +16,8 @@ on a tiny problem first):
   (also shown without them).
 - times, one process for all: best of --repeats interleaved rounds of the floor (one `torch.mm`
   (B*T, C/heads) x (C/heads, heads*B*H*W) into a preallocated output: the same multiply-adds,
-  no reduction), then each implementation's forward and forward+backward. Wall clock: on a
-  shared machine use several rounds.
+  no reduction), then each implementation's forward and forward+backward. Wall clock by
+  default; on a shared machine `--threads 1 --clock cpu` (CPU time of the process) is steadier.
 
 The naive path is skipped (and said so) when its volume, gradient and temporaries (~5x the
 volume) would not fit in --naive-max-gb or in 80% of the memory available now. Linux only (/proc).
@@ -134,8 +134,11 @@ def memory_worker(impl: str, size: Size, threads: int, chunk_elements: int) -> d
     return {"peak_extra_bytes": _peak_rss_bytes() - before}
 
 
-def time_worker(impls: list[str], size: Size, repeats: int, threads: int, chunk_elements: int) -> dict:
-    """Best-of-repeats wall times of the floor and of each implementation, interleaved."""
+def time_worker(
+    impls: list[str], size: Size, repeats: int, threads: int, chunk_elements: int, clock: str
+) -> dict:
+    """Best-of-repeats times of the floor and of each implementation, interleaved."""
+    now = time.perf_counter if clock == "wall" else time.process_time
     torch, fns, (a, v, mask, weights), forward_backward = _setup(size, threads, chunk_elements)
     d, hw = size.channels // size.heads, size.height * size.width
     lhs = torch.randn(size.batch * size.tokens, d)
@@ -150,16 +153,16 @@ def time_worker(impls: list[str], size: Size, repeats: int, threads: int, chunk_
         fn()
     for _ in range(repeats):
         for name, fn in cases.items():
-            start = time.perf_counter()
+            start = now()
             fn()
-            best[name] = min(best[name], time.perf_counter() - start)
+            best[name] = min(best[name], now() - start)
     return best
 
 
 def _run_worker(args: argparse.Namespace, size: Size, job: str) -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", job, "--sizes", str(size),
            "--repeats", str(args.repeats), "--threads", str(args.threads),
-           "--chunk-elements", str(args.chunk_elements)]
+           "--chunk-elements", str(args.chunk_elements), "--clock", args.clock]
     # For peak memory, glibc malloc returns every block >= 128 KiB to the system when freed (no
     # dynamic threshold), so the resident set follows what is alive, not what malloc keeps cached.
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072") if job.startswith("memory") else None
@@ -218,6 +221,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--chunk-elements", type=int, default=0,
                         help="fused path's scores per chunk (0: denseav.similarity.CHUNK_ELEMENTS)")
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                        help="wall: elapsed time; cpu: this process's CPU time (robust to other jobs "
+                             "on the machine, meaningful with --threads 1)")
     parser.add_argument("--naive-max-gb", type=float, default=12.0,
                         help=f"skip the naive path when ~{NAIVE_PEAK_FACTOR:g}x its volume exceeds this")
     parser.add_argument("--json", help="also write the raw measurements to this file")
@@ -241,11 +247,13 @@ def main(argv: list[str] | None = None) -> None:
         if kind == "memory":
             result = memory_worker(impls, sizes[0], args.threads, args.chunk_elements)
         else:
-            result = time_worker(impls.split(","), sizes[0], args.repeats, args.threads, args.chunk_elements)
+            result = time_worker(impls.split(","), sizes[0], args.repeats, args.threads, args.chunk_elements,
+                                 args.clock)
         print(json.dumps(result))
         return
 
-    print(f"threads={args.threads} chunk_elements={args.chunk_elements} repeats={args.repeats}", flush=True)
+    print(f"threads={args.threads} chunk_elements={args.chunk_elements} repeats={args.repeats} "
+          f"clock={args.clock}", flush=True)
     rows = []
     for i, size in enumerate(sizes, 1):
         volume_bytes = size.volume_elements * 4
@@ -266,8 +274,9 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(row)
     print()
     print(report(rows))
-    print("\ntimes: best of the rounds, wall clock, float32, seconds (ratio to the floor); peak: extra resident "
-          "memory of one fwd+bwd in a fresh process, MB (ratio to the volume's float32 size).")
+    print(f"\ntimes: best of {args.repeats} rounds, {args.clock} clock, {args.threads} thread(s), float32, seconds "
+          "(ratio to the floor); peak: extra resident memory of one fwd+bwd in a fresh process, MB (ratio to "
+          "the volume's float32 size).")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"settings": vars(args), "results": rows}, f, indent=2)
