@@ -68,6 +68,15 @@ def weighted_time_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Ten
     return (values * w.reshape(shape)).sum(-3) / total.reshape((-1,) + (1,) * (values.dim() - 2))
 
 
+def prompt_token_weights(
+    model: torch.nn.Module, prompt_mask: torch.Tensor, audio_mask: torch.Tensor
+) -> torch.Tensor:
+    """``(B, N)`` sample-level prompt mask -> ``(B, T)`` weights in ``{0, 1}``: every audio token
+    whose receptive field touches the prompt and the valid audio counts fully (the published
+    evaluation's floor/ceil of the word span in tokens)."""
+    return ((model.token_mask(prompt_mask) > 0) & (audio_mask > 0)).float()
+
+
 @dataclass
 class PromptHeatmaps:
     """Heatmaps at the image-feature resolution.
@@ -104,7 +113,7 @@ def prompted_heatmaps(
     image = model.encode_image(images)
     audio = model.encode_audio(waveforms, sample_mask=sample_mask)
     volume = paired_sim_volume(audio.features, image.features, model.config.heads).float()
-    weights = (model.token_mask(prompt_mask) > 0) & (audio.mask > 0)
+    weights = prompt_token_weights(model, prompt_mask, audio.mask)
     return PromptHeatmaps(
         combined=weighted_time_mean(volume.amax(dim=1), weights),
         per_head=weighted_time_mean(volume, weights),

@@ -25,6 +25,7 @@ from denseav.model import DenseAV
 from denseav.similarity import sim_volume
 from evaluation import pictures
 from evaluation.datasets import read_image
+from evaluation.heatmaps import prompt_token_weights
 from evaluation.media import (
     SAMPLE_RATE,
     load_audio,
@@ -32,7 +33,14 @@ from evaluation.media import (
     resize_center_crop,
     write_mp4,
 )
-from evaluation.runtime import batched, image_batch, load_model, model_image_size, pick_device
+from evaluation.runtime import (
+    audio_batch,
+    batched,
+    image_batch,
+    load_model,
+    model_image_size,
+    pick_device,
+)
 
 
 @dataclass
@@ -74,6 +82,9 @@ def compute_activations(
 ) -> Activations:
     """Encode the audio once and every frame, and reduce the similarity volume per window.
 
+    The audio is padded to the 10 s training length like in the measurements, so a picture shows
+    the same heatmaps the segmentation scores.
+
     Args:
         frames: ``F`` RGB uint8 images (any size). audio: ``(N,)`` float32 16 kHz.
         windows_per_frame: for each frame, the ``W`` time windows (seconds) to average over
@@ -82,36 +93,27 @@ def compute_activations(
     model.eval()
     size = model_image_size(model)
     crops = np.stack([resize_center_crop(f, size) for f in frames])
-    waveform = torch.from_numpy(np.asarray(audio, dtype=np.float32))[None].to(device)
-    aud = model.encode_audio(waveform)
+    waveform, sample_mask, _ = audio_batch([audio], device)
+    aud = model.encode_audio(waveform, sample_mask=sample_mask)
     n = waveform.shape[1]
-    duration = n / SAMPLE_RATE
-    t = aud.features.shape[-1]
     weights = [
-        (model.token_mask(window_sample_masks(w, n).to(device)) * aud.mask).float()
+        prompt_token_weights(model, window_sample_masks(w, n).to(device), aud.mask)
         for w in windows_per_frame
     ]  # F x (W, T)
-    token_frame = np.minimum((np.arange(t) + 0.5) / t * len(frames), len(frames) - 1).astype(int)
-    maps, strength = [], torch.zeros(model.config.heads, t)
-    indices = list(range(len(frames)))
-    for batch in tqdm(
-        list(batched(indices, batch_size)), desc="frames", unit="batch", disable=len(frames) == 1
-    ):
+    valid = int((aud.mask[0] > 0).sum())  # tokens that hear real audio (padding comes last)
+    token_frame = np.minimum((np.arange(valid) + 0.5) / valid * len(frames), len(frames) - 1)
+    maps, strength = [], torch.zeros(model.config.heads, valid)
+    batches = list(batched(range(len(frames)), batch_size))
+    for batch in tqdm(batches, desc="frames", unit="batch", disable=len(frames) == 1):
         img = model.encode_image(image_batch(list(crops[batch]), device))
-        volume = sim_volume(aud.features, img.features, model.config.heads)[
-            0
-        ].float()  # (b, K, T, h, w)
-        for j, f in enumerate(batch):
+        volume = sim_volume(aud.features, img.features, model.config.heads)[0].float()
+        for j, f in enumerate(batch):  # volume[j]: (K, T, h, w)
             w = weights[f]
-            maps.append(
-                (
-                    torch.einsum("nt,kthw->nkhw", w, volume[j])
-                    / w.sum(-1).clamp_min(1e-6)[:, None, None, None]
-                ).cpu()
-            )
-            own = torch.from_numpy(token_frame == f)
-            strength[:, own] = volume[j].flatten(-2).amax(-1)[:, own].cpu()
-    return Activations(crops, torch.stack(maps).numpy(), strength.numpy(), duration)
+            total = w.sum(-1).clamp_min(1e-6)[:, None, None, None]
+            maps.append((torch.einsum("nt,kthw->nkhw", w, volume[j]) / total).cpu())
+            own = torch.from_numpy(token_frame.astype(int) == f)
+            strength[:, own] = volume[j, :, :valid].flatten(-2).amax(-1)[:, own].cpu()
+    return Activations(crops, torch.stack(maps).numpy(), strength.numpy(), len(audio) / SAMPLE_RATE)
 
 
 def moment_windows(duration: float, window: float) -> list[tuple[float, float]]:

@@ -13,7 +13,8 @@ from denseav.model import DenseAV
 from evaluation.__main__ import main
 from evaluation.datasets import PromptedSet, load_prompted_set, read_image
 from evaluation.heatmaps import upsample
-from evaluation.media import resize_center_crop
+from evaluation.media import load_audio, resize_center_crop
+from evaluation.predict import predict_image
 from evaluation.segmentation import (
     PromptResult,
     SegmentationSettings,
@@ -166,3 +167,15 @@ def test_heatmaps_do_not_depend_on_batch_mates(eval_sets, model_dir):
     together = compute_prompt_heatmaps(model, prompted, SegmentationSettings(batch_size=3))
     for a, b in zip(alone, together):
         np.testing.assert_allclose(a.combined, b.combined, rtol=1e-4, atol=1e-5)
+
+
+def test_predict_pictures_show_the_scored_heatmaps(eval_sets, model_dir):
+    # The whole-clip overlay of the inference command is the sound-prompted heatmap the
+    # segmentation scores, for the same image and audio.
+    model = DenseAV.from_pretrained(model_dir)
+    full = load_prompted_set(eval_sets["sound"])
+    prompted = PromptedSet(full.root, full.kind, full.prompts[:1])
+    scored = compute_prompt_heatmaps(model, prompted, SegmentationSettings())[0]
+    p = prompted.prompts[0]
+    _, act = predict_image(model, read_image(p.image_path), load_audio(p.audio_path))
+    np.testing.assert_allclose(act.maps[0, 0], scored.per_head, rtol=1e-4, atol=1e-5)
