@@ -1,0 +1,568 @@
+"""The main job on the embedded default: raw toy-world video -> shards -> training -> heatmaps.
+
+Runs the real pipeline, every stage a subprocess of the project's own commands (argument lists,
+no shell): generate a toy world (``python -m ingest.toyworld``) -> serve its videos with
+``python -m http.server`` on 127.0.0.1 -> ``python -m ingest audioset`` (yt-dlp over HTTP) and
+``python -m ingest placesaudio`` on a local Ray instance into shards (a local folder, or
+``--store s3://bucket/prefix`` with S3 settings from the AWS environment variables) -> build
+retrieval pools in which no two clips name the same content -> ``accelerate launch
+trainer/main.py`` (two heads, AudioSet/PlacesAudio 50/50, splicing, phase 1 then 2) ->
+``python -m evaluation`` (speech/sound-prompted segmentation, retrieval, disentanglement, and the
+Table 4 ablation with ``--ablation``) -> ``python -m evaluation.predict`` pictures -> a report
+(``report.md`` + ``report.json``) that sets every metric beside the learning bar.
+
+Rerunning the same command resumes: a stage whose output is complete is skipped (the world's
+manifest, each dataset's ingest summary and success markers, the retrieval pools' indexes, the
+exported model; training itself continues from its latest checkpoint with ``--resume latest``,
+and each evaluation report that exists is kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+PY = sys.executable
+ACCELERATE = str(Path(PY).with_name("accelerate"))
+
+# The issue's learning bar (metric key in the report -> minimum).
+BAR: dict[str, float] = {
+    "speech_mAP": 0.80,
+    "sound_mAP": 0.70,
+    "speech_retrieval_a2v_R@1": 0.80,
+    "speech_retrieval_v2a_R@1": 0.80,
+    "sound_retrieval_a2v_R@1": 0.80,
+    "sound_retrieval_v2a_R@1": 0.80,
+    "PredDis": 0.95,
+    "ActDis": 0.85,
+    "ablation_speech_mAP_gap": 0.15,
+}
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Sizes of one demo run: the world, the training budget and the evaluation."""
+
+    name: str
+    world_args: tuple[str, ...]  # extra `python -m ingest.toyworld` arguments
+    config: str  # trainer YAML, relative to the repository
+    train_args: tuple[str, ...] = ()  # extra trainer overrides
+    pool: int = 100  # retrieval pool size (N-way)
+    dis_clips: int = 200  # clips per dataset for disentanglement
+    ablation_steps: int = 600
+    ablation_aggregations: str = "multihead,avgpool,cls"
+    description: str = ""
+
+
+PRESETS: dict[str, Preset] = {
+    "smoke": Preset(
+        name="smoke",
+        world_args=("--size", "small", "--speech-train", "240", "--speech-val", "60",
+                    "--videos", "24", "--eval-videos", "12", "--eval-per-class", "4"),
+        config="configs/toy.yaml",
+        train_args=("--steps", "120", "--warmup_aligner_steps", "20", "--optim.warmup_steps", "20",
+                    "--checkpoint.every", "60"),
+        pool=40,
+        dis_clips=40,
+        ablation_steps=60,
+        description="a few minutes; for the end-to-end test",
+    ),
+    "default": Preset(
+        name="default",
+        world_args=("--size", "default", "--eval-videos", "120"),
+        config="configs/toy.yaml",
+        train_args=("--steps", "1200"),
+        description="about 20 minutes on 2 cores",
+    ),
+    "long": Preset(
+        name="long",
+        world_args=("--size", "default", "--eval-videos", "120"),
+        config="configs/toy_long.yaml",
+        description="at most 60 minutes on 2 cores; the run the learning bar is measured on",
+    ),
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Running stages
+
+
+def log(message: str) -> None:
+    """A progress line of the demo itself (stage output streams through unchanged)."""
+    print(f"[demo {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def run(cmd: Sequence[str], env: dict[str, str] | None = None) -> None:
+    """Run one stage command in the foreground; its output streams to the terminal."""
+    log("$ " + " ".join(cmd))
+    proc = subprocess.Popen(list(cmd), cwd=REPO, env={**os.environ, **(env or {})})
+    try:
+        code = proc.wait()
+    except BaseException:
+        _stop(proc)
+        raise
+    if code != 0:
+        raise SystemExit(f"demo: stage command failed with exit code {code}: {' '.join(cmd)}")
+
+
+def _stop(proc: subprocess.Popen, grace: float = 10.0) -> None:
+    """Stop a child we started, by its pid: SIGTERM (SIGINT for Ray-style cleanup), then KILL."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(grace)
+        return
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class VideoServer:
+    """``python -m http.server`` on 127.0.0.1 serving one folder; stopped by pid on exit."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> VideoServer:
+        cmd = [PY, "-m", "http.server", str(self.port), "--bind", "127.0.0.1",
+               "--directory", str(self.directory)]
+        log("$ " + " ".join(cmd) + "  (background)")
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"demo: http.server exited with code {self.proc.returncode}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return self
+            except OSError:
+                time.sleep(0.2)
+        self.__exit__(None, None, None)
+        raise SystemExit(f"demo: http.server did not answer on {self.url} within 30 s")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            log(f"stopped the video server (pid {self.proc.pid})")
+            self.proc = None
+
+
+# --------------------------------------------------------------------------------------------
+# Retrieval pools with distinguishable items
+
+
+def named_content(meta: dict[str, Any], class_names: Sequence[str]) -> frozenset[str]:
+    """What a clip names: AudioSet labels (mids) for sound, class words of the caption for speech.
+
+    Two clips with the same named content cannot be told apart by their audio, so a fair
+    retrieval pool holds at most one of them.
+    """
+    if meta.get("labels"):
+        return frozenset(meta["labels"])
+    words = {w.strip(".,!?;:").lower() for w in str(meta.get("caption", "")).split()}
+    return frozenset(name for name in class_names if name.lower() in words)
+
+
+def distinct_pool(
+    samples: Iterable[dict[str, Any]], content: Callable[[dict[str, Any]], frozenset[str]],
+    size: int,
+) -> Iterator[dict[str, Any]]:
+    """The first ``size`` samples (in order) whose named content no earlier one shares.
+
+    Samples naming nothing are left out (nothing to retrieve them by).
+    """
+    seen: set[frozenset[str]] = set()
+    for sample in samples:
+        if len(seen) >= size:
+            return
+        key = content(sample)
+        if key and key not in seen:
+            seen.add(key)
+            yield sample
+
+
+def raw_samples(url: str) -> Iterator[dict[str, Any]]:
+    """Raw samples (``__key__`` + encoded fields) of a shards dataset, in index order."""
+    from shards import reader
+    from shards.index import load_index
+
+    counters = reader.StreamCounters()
+    items = ({"url": u} for u in load_index(url).urls)
+    yield from reader.tar_samples(counters)(reader.open_shards(counters)(items))
+
+
+def build_pool(src: str, dst: str, class_names: Sequence[str], size: int) -> int:
+    """Write a shards dataset of up to ``size`` clips of ``src`` with pairwise distinct content."""
+    from shards import storage
+    from shards.index import build_index
+    from shards.writer import ShardWriter
+
+    def content(raw: dict[str, Any]) -> frozenset[str]:
+        return named_content(json.loads(raw["json"]), class_names)
+
+    count = 0
+    with ShardWriter(dst, 0, max_samples=size) as writer:
+        for raw in distinct_pool(raw_samples(src), content, size):
+            writer.write({k: v for k, v in raw.items() if k == "__key__" or not k.startswith("__")})
+            count += 1
+    build_index(dst)
+    if not storage.exists(_join(dst, "index.json")):
+        raise SystemExit(f"demo: no index written for the pool {dst}")
+    return count
+
+
+# --------------------------------------------------------------------------------------------
+# The pipeline
+
+
+def _join(base: str, *parts: str) -> str:
+    return "/".join([base.rstrip("/"), *parts])
+
+
+@dataclass
+class Demo:
+    preset: Preset
+    out: Path
+    store: str
+    seed: int = 0
+    num_processes: int = 1
+    ablation: bool = False
+    timings: dict[str, float] = field(default_factory=dict)
+
+    # Locations -------------------------------------------------------------------------------
+    @property
+    def world(self) -> Path:
+        return self.out / "world"
+
+    def dataset(self, name: str) -> str:
+        return _join(self.store, "shards", name)
+
+    @property
+    def train_dir(self) -> Path:
+        return self.out / "train"
+
+    @property
+    def model_dir(self) -> Path:
+        return self.train_dir / "final_model"
+
+    @property
+    def eval_dir(self) -> Path:
+        return self.out / "eval"
+
+    def class_names(self) -> list[str]:
+        manifest = json.loads((self.world / "manifest.json").read_text())
+        return [c["name"] for c in manifest["classes"]]
+
+    # Stages ----------------------------------------------------------------------------------
+    def stage(self, name: str, fn: Callable[[], None]) -> None:
+        log(f"== {name} ==")
+        start = time.monotonic()
+        fn()
+        self.timings[name] = round(time.monotonic() - start, 1)
+        log(f"== {name} done in {self.timings[name]:.0f} s ==")
+
+    def make_world(self) -> None:
+        if (self.world / "manifest.json").is_file():
+            log(f"world exists ({self.world / 'manifest.json'}); skipped")
+            return
+        cmd = [PY, "-m", "ingest.toyworld", "--out", str(self.world), "--seed", str(self.seed),
+               *self.preset.world_args]
+        if self.world.exists():  # an interrupted generation: replace its partial outputs
+            cmd.append("--force")
+        run(cmd)
+
+    def ingest_done(self, name: str) -> bool:
+        from shards import storage
+
+        url = _join(self.dataset(name), "ingest_summary.json")
+        if not storage.exists(url):
+            return False
+        summary = json.loads(storage.read_bytes(url))
+        return not summary["shard_errors"] and (
+            summary["shards_skipped"] + summary["shards_written"] == summary["shards_total"]
+        )
+
+    def ray_args(self) -> list[str]:
+        return ["--num-cpus", str(os.cpu_count() or 2), "--memory", "3G",
+                "--object-store-memory", "256M", "--ray-temp-dir", str(self.out / "ray"),
+                "--items-per-shard", "50", "--short-side", "128"]
+
+    def ingest(self) -> None:
+        audioset = self.world / "audioset"
+        jobs = {
+            "audioset": ["audioset", str(audioset / "toyworld_segments.csv")],
+            "audioset_eval": ["audioset", str(audioset / "toyworld_eval_segments.csv")],
+            "placesaudio": ["placesaudio", str(self.world / "placesaudio"), "--split", "train"],
+            "placesaudio_val": ["placesaudio", str(self.world / "placesaudio"), "--split", "val"],
+        }
+        todo = {name: args for name, args in jobs.items() if not self.ingest_done(name)}
+        for name in sorted(set(jobs) - set(todo)):
+            log(f"dataset {self.dataset(name)} is complete; skipped")
+        if not todo:
+            return
+        env = {"RAY_USAGE_STATS_ENABLED": "0"}
+        needs_videos = any(args[0] == "audioset" for args in todo.values())
+        server = VideoServer(audioset / "videos") if needs_videos else None
+        try:
+            if server is not None:
+                server.__enter__()
+            for name, args in todo.items():
+                extra = []
+                if args[0] == "audioset":
+                    extra = ["--class-labels", str(audioset / "class_labels_indices.csv"),
+                             "--url-template", server.url + "/{YTID}.mp4"]
+                run([PY, "-m", "ingest", *args, *extra, "--output", self.dataset(name),
+                     *self.ray_args()], env)
+                if not self.ingest_done(name):
+                    raise SystemExit(f"demo: ingest of {name} did not complete; rerun to resume")
+        finally:
+            if server is not None:
+                server.__exit__(None, None, None)
+
+    def pools(self) -> None:
+        from shards import storage
+
+        names = self.class_names()
+        for kind, src in (("speech", "placesaudio_val"), ("sound", "audioset_eval")):
+            dst = self.dataset(f"pool_{kind}")
+            if storage.exists(_join(dst, "index.json")):
+                log(f"retrieval pool {dst} exists; skipped")
+                continue
+            n = build_pool(self.dataset(src), dst, names, self.preset.pool)
+            log(f"{kind} retrieval pool: {n} clips with pairwise distinct named content -> {dst}")
+
+    def launch_prefix(self) -> tuple[list[str], dict[str, str]]:
+        """``accelerate launch`` for 1 CPU process, or the MACHINE-NOTES form for several."""
+        if self.num_processes == 1:
+            return [ACCELERATE, "launch", "--cpu", "--num_processes", "1",
+                    "--num_machines", "1", "--mixed_precision", "no",
+                    "--dynamo_backend", "no"], {}
+        return [ACCELERATE, "launch", "--multi_gpu", "--num_processes",
+                str(self.num_processes), "--num_machines", "1", "--mixed_precision", "no",
+                "--dynamo_backend", "no", "--main_process_port", str(free_port())], {
+                    "ACCELERATE_USE_CPU": "1"}
+
+    def train_args(self) -> list[str]:
+        datasets = (
+            f"[{{url: '{self.dataset('audioset')}', weight: 1, name: audioset}}, "
+            f"{{url: '{self.dataset('placesaudio')}', weight: 1, name: placesaudio}}]"
+        )
+        return ["--config", str(REPO / self.preset.config), *self.preset.train_args,
+                "--data.datasets", datasets, "--output_dir", str(self.train_dir),
+                "--checkpoint.dir", _join(self.store, "checkpoints"),
+                "--checkpoint.export_dir", str(self.model_dir), "--checkpoint.resume", "latest"]
+
+    def train(self) -> None:
+        if (self.model_dir / "model.safetensors").is_file():
+            log(f"trained model exists ({self.model_dir}); skipped")
+            return
+        prefix, env = self.launch_prefix()
+        run([*prefix, str(REPO / "trainer" / "main.py"), *self.train_args()], env)
+
+    def evaluate(self) -> None:
+        model, ev, p = str(self.model_dir), self.eval_dir, self.preset
+        jobs = [
+            (ev / "speech" / "segmentation_speech.json",
+             ["segmentation", "--data", str(self.world / "eval" / "speech")]),
+            (ev / "sound" / "segmentation_sound.json",
+             ["segmentation", "--data", str(self.world / "eval" / "sound")]),
+            (ev / "retrieval_speech" / "retrieval.json",
+             ["retrieval", "--data", self.dataset("pool_speech"), "--pool", str(p.pool)]),
+            (ev / "retrieval_sound" / "retrieval.json",
+             ["retrieval", "--data", self.dataset("pool_sound"), "--pool", str(p.pool)]),
+            (ev / "disentanglement" / "disentanglement.json",
+             ["disentanglement", "--sound-data", self.dataset("audioset_eval"),
+              "--speech-data", self.dataset("placesaudio_val"), "--clips", str(p.dis_clips)]),
+        ]
+        for report, args in jobs:
+            if report.is_file():
+                log(f"{report} exists; skipped")
+                continue
+            run([PY, "-m", "evaluation", args[0], "--model", model, "--out", str(report.parent),
+                 "--device", "cpu", *args[1:]])
+
+    def pictures(self) -> None:
+        """Figure-1 style per-head overlays for one speech and one sound prompt."""
+        from evaluation.datasets import load_prompted_set
+
+        dis = json.loads((self.eval_dir / "disentanglement" / "disentanglement.json").read_text())
+        names = ["sound", "language"] if dis["sound_head"] == 0 else ["language", "sound"]
+        for kind in ("speech", "sound"):
+            out = self.eval_dir / "pictures" / kind
+            if out.is_dir() and any(out.glob("*_heads.png")):
+                log(f"pictures in {out} exist; skipped")
+                continue
+            prompt = load_prompted_set(self.world / "eval" / kind).prompts[0]
+            run([PY, "-m", "evaluation.predict", "--model", str(self.model_dir),
+                 "--image", str(prompt.image_path), "--audio", str(prompt.audio_path),
+                 "--out", str(out), "--device", "cpu", "--head-names", ",".join(names)])
+
+    def run_ablation(self) -> None:
+        out = self.out / "ablation"
+        if (out / "ablation.json").is_file() and len(
+            json.loads((out / "ablation.json").read_text())["rows"]
+        ) == len(self.preset.ablation_aggregations.split(",")):
+            log(f"{out / 'ablation.json'} is complete; skipped")
+            return
+        datasets = self.train_args()[self.train_args().index("--data.datasets") + 1]
+        run([PY, "-m", "evaluation", "ablation", "--config", str(REPO / self.preset.config),
+             "--speech-data", str(self.world / "eval" / "speech"),
+             "--retrieval-data", self.dataset("pool_speech"), "--pool", str(self.preset.pool),
+             "--aggregations", self.preset.ablation_aggregations, "--out", str(out),
+             "--device", "cpu", *self.preset.train_args,
+             "--steps", str(self.preset.ablation_steps), "--data.datasets", datasets])
+
+    # Report ----------------------------------------------------------------------------------
+    def metrics(self) -> dict[str, Any]:
+        ev = self.eval_dir
+
+        def load(path: Path) -> dict[str, Any]:
+            return json.loads(path.read_text())
+
+        m: dict[str, Any] = {}
+        for kind in ("speech", "sound"):
+            s = load(ev / kind / f"segmentation_{kind}.json")["summary"]
+            m[f"{kind}_mAP"], m[f"{kind}_mIoU"] = s["mAP"], s["mIoU"]
+            m[f"{kind}_chance_mAP"] = s["chance_mAP"]
+            r = load(ev / f"retrieval_{kind}" / "retrieval.json")
+            m[f"{kind}_retrieval_pool"] = r["pool"]
+            for key, value in r["recall"].items():
+                m[f"{kind}_retrieval_{key}"] = value
+        d = load(ev / "disentanglement" / "disentanglement.json")
+        m["PredDis"], m["ActDis"], m["sound_head"] = d["PredDis"], d["ActDis"], d["sound_head"]
+        ablation = self.out / "ablation" / "ablation.json"
+        if ablation.is_file():
+            rows = {r["aggregation"]: r for r in load(ablation)["rows"]}
+            m["ablation"] = rows
+            if "multihead" in rows and len(rows) > 1:
+                others = [r["speech_mAP"] for a, r in rows.items() if a != "multihead"]
+                m["ablation_speech_mAP_gap"] = rows["multihead"]["speech_mAP"] - max(others)
+        return m
+
+    def report(self) -> Path:
+        m = self.metrics()
+        rows = []
+        for key, bar in BAR.items():
+            if key not in m:
+                continue
+            chance = ""
+            if key.endswith("_mAP") and not key.startswith("ablation"):
+                chance = f"{m[key.replace('_mAP', '_chance_mAP')]:.3f}"
+            elif "_R@1" in key:
+                chance = f"{1 / m[key.split('_retrieval')[0] + '_retrieval_pool']:.3f}"
+            rows.append({"metric": key, "value": m[key], "bar": bar, "chance": chance,
+                         "met": m[key] >= bar})
+        pictures = sorted(str(p) for p in (self.eval_dir / "pictures").rglob("*.png"))
+        grids = sorted(str(p) for p in self.eval_dir.glob("*/examples/*.png"))
+        report = {"preset": self.preset.name, "seed": self.seed, "store": self.store,
+                  "num_processes": self.num_processes, "metrics": m, "bar": rows,
+                  "stage_seconds": self.timings, "pictures": pictures, "example_grids": grids,
+                  "model": str(self.model_dir)}
+        (self.out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+        lines = [
+            f"# DenseAV demo report (preset `{self.preset.name}`)", "",
+            "| metric | value | bar | chance | met |", "|---|---|---|---|---|",
+            *(f"| {r['metric']} | {r['value']:.3f} | {r['bar']:.2f} | {r['chance']} | "
+              f"{'yes' if r['met'] else 'NO'} |" for r in rows),
+            "",
+            f"- mIoU: speech {m['speech_mIoU']:.3f}, sound {m['sound_mIoU']:.3f}; retrieval pools"
+            f" {m['speech_retrieval_pool']}-way (speech) and {m['sound_retrieval_pool']}-way"
+            f" (sound), no two clips naming the same content; sound head: {m['sound_head']}",
+            "- R@5/R@10: " + ", ".join(
+                f"{k} {m[f'{k}_retrieval_{d}_R@{n}']:.3f}" for k in ("speech", "sound")
+                for d in ("a2v", "v2a") for n in (5, 10)),
+        ]
+        if "ablation" in m:
+            lines += ["", "Ablation (same budget): " + ", ".join(
+                f"{a} speech mAP {r['speech_mAP']:.3f} / A->V R@1 {r.get('a2v_R@1', 0):.3f}"
+                for a, r in m["ablation"].items())]
+        lines += ["", "Stage wall times (s): " + ", ".join(
+            f"{k} {v:.0f}" for k, v in self.timings.items()), "", "## Pictures", ""]
+        lines += [f"![{Path(p).stem}]({Path(p).relative_to(self.out)})" for p in pictures]
+        lines += ["", "Example grids per class (best, worst, random prompt):", ""]
+        lines += [f"- {Path(p).relative_to(self.out)}" for p in grids]
+        path = self.out / "report.md"
+        path.write_text("\n".join(lines) + "\n")
+        print("\n".join(lines[:len(rows) + 4]))
+        return path
+
+    def main(self) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.stage("world", self.make_world)
+        self.stage("ingest", self.ingest)
+        self.stage("pools", self.pools)
+        self.stage("train", self.train)
+        self.stage("evaluate", self.evaluate)
+        self.stage("pictures", self.pictures)
+        if self.ablation:
+            self.stage("ablation", self.run_ablation)
+        report = self.report()
+        log(f"done: report {report} (+ report.json); world {self.world}; shards "
+            f"{self.dataset('')}; model {self.model_dir}; evaluation {self.eval_dir}")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="scripts/demo.py", description=__doc__.split("\n\n")[0],
+        epilog="Presets: " + "; ".join(f"{p.name}: {p.description}" for p in PRESETS.values()),
+    )
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="default",
+                        help="run size (default: default)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="local output folder (default: outputs/demo/<preset>)")
+    parser.add_argument("--store", default=None,
+                        help="where shards and checkpoints go: a folder or s3://bucket/prefix "
+                             "(S3 settings from AWS_* variables; default: OUT)")
+    parser.add_argument("--seed", type=int, default=0, help="toy world seed (default 0)")
+    parser.add_argument("--num-processes", type=int, default=1,
+                        help="training processes on this machine (default 1)")
+    parser.add_argument("--ablation", action="store_true",
+                        help="also run the Table 4 ablation in miniature")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    preset = PRESETS[args.preset]
+    out = (args.out or REPO / "outputs" / "demo" / preset.name).resolve()
+    store = args.store or str(out)
+    random.seed(args.seed)
+    Demo(preset, out, store, args.seed, args.num_processes, args.ablation).main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""The demo (scripts/demo.py): its own logic fast, and the smoke preset end to end (slow)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _load_demo():
+    spec = importlib.util.spec_from_file_location("demo_script", REPO / "scripts" / "demo.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["demo_script"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+demo = _load_demo()
+CLASSES = ["ball", "star", "box", "heart"]
+
+
+def test_named_content_reads_labels_for_sound_and_class_words_for_speech():
+    assert demo.named_content({"labels": ["/t/b", "/t/a"]}, CLASSES) == {"/t/a", "/t/b"}
+    caption = "There is a red Ball next to a star, and a ball."
+    assert demo.named_content({"caption": caption}, CLASSES) == {"ball", "star"}
+    assert demo.named_content({"caption": "a picture of boxes"}, CLASSES) == frozenset()
+
+
+def test_distinct_pool_keeps_first_of_each_content_in_order_and_stops_at_size():
+    items = [{"c": c} for c in ("a", "ab", "a", "", "ba", "b", "c", "d")]
+    pool = list(demo.distinct_pool(items, lambda s: frozenset(s["c"]), size=4))
+    assert [s["c"] for s in pool] == ["a", "ab", "b", "c"]
+    contents = [frozenset(s["c"]) for s in pool]
+    assert len(set(contents)) == len(contents)
+
+
+def test_build_pool_writes_a_shards_dataset_without_duplicate_content(tmp_path):
+    from shards.format import encode_sample
+    from shards.index import build_index, load_index
+    from shards.writer import ShardWriter
+
+    captions = ["a ball", "a star and a ball", "a ball and a star", "a box", "nothing", "a ball"]
+    src = str(tmp_path / "src")
+    frame = np.zeros((8, 8, 3), np.uint8)
+    for shard in range(2):
+        with ShardWriter(src, shard) as w:
+            for i in range(3):
+                n = shard * 3 + i
+                meta = {"source": "placesaudio", "caption": captions[n]}
+                w.write(encode_sample(f"k{n}", np.zeros(1600, np.float32), [frame], meta))
+    build_index(src)
+
+    dst = str(tmp_path / "pool")
+    assert demo.build_pool(src, dst, CLASSES, size=10) == 3
+    kept = [json.loads(s["json"]) for s in demo.raw_samples(dst)]
+    assert [m["caption"] for m in kept] == ["a ball", "a star and a ball", "a box"]
+    assert load_index(dst).total_samples == 3
+
+
+def test_complete_stages_are_skipped(tmp_path, monkeypatch):
+    d = demo.Demo(demo.PRESETS["smoke"], tmp_path, str(tmp_path))
+    calls = []
+    monkeypatch.setattr(demo, "run", lambda cmd, env=None: calls.append(cmd))
+
+    d.make_world()  # no manifest: the generator runs
+    assert calls and calls[-1][2] == "ingest.toyworld"
+    (tmp_path / "world").mkdir()
+    (tmp_path / "world" / "manifest.json").write_text("{}")
+    d.make_world()
+    assert len(calls) == 1
+
+    summary = {"shard_errors": {}, "shards_skipped": 1, "shards_written": 2, "shards_total": 3}
+    for name in ("audioset", "audioset_eval", "placesaudio", "placesaudio_val"):
+        folder = tmp_path / "shards" / name
+        folder.mkdir(parents=True)
+        (folder / "ingest_summary.json").write_text(json.dumps(summary))
+    d.ingest()  # every dataset complete: no ingest command, no video server
+    assert len(calls) == 1
+
+    bad = summary | {"shard_errors": {"2": "worker died"}}
+    (tmp_path / "shards" / "placesaudio" / "ingest_summary.json").write_text(json.dumps(bad))
+    assert not d.ingest_done("placesaudio")
+
+
+def test_training_uses_both_corpora_resume_and_the_machine_notes_launch_form(tmp_path):
+    d = demo.Demo(demo.PRESETS["default"], tmp_path, "s3://bucket/demo", num_processes=2)
+    args = d.train_args()
+    assert args[args.index("--checkpoint.resume") + 1] == "latest"
+    assert args[args.index("--checkpoint.dir") + 1] == "s3://bucket/demo/checkpoints"
+    datasets = args[args.index("--data.datasets") + 1]
+    assert "s3://bucket/demo/shards/audioset" in datasets
+    assert "s3://bucket/demo/shards/placesaudio" in datasets
+    prefix, env = d.launch_prefix()
+    assert env == {"ACCELERATE_USE_CPU": "1"}
+    assert "--multi_gpu" in prefix and prefix[prefix.index("--num_processes") + 1] == "2"
+
+
+def test_help_lists_presets():
+    out = subprocess.run([sys.executable, str(REPO / "scripts" / "demo.py"), "--help"],
+                         capture_output=True, text=True, check=True).stdout
+    for name in demo.PRESETS:
+        assert name in out
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+def test_smoke_preset_learns_end_to_end(tmp_path):
+    out = tmp_path / "demo"
+    cmd = [sys.executable, str(REPO / "scripts" / "demo.py"), "--preset", "smoke",
+           "--out", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "done: report" in done.stdout.splitlines()[-1]
+    report = json.loads((out / "report.json").read_text())
+    m = report["metrics"]
+    # Learning happened: both prompted segmentations far above the mask-area chance level,
+    # retrieval above the 1/N chance level.
+    assert m["speech_mAP"] > 2 * m["speech_chance_mAP"]
+    assert m["sound_mAP"] > 2 * m["sound_chance_mAP"]
+    assert m["speech_retrieval_a2v_R@10"] > 2 * 10 / m["speech_retrieval_pool"]
+    assert report["pictures"] and all(Path(p).is_file() for p in report["pictures"])
+
+    rerun = subprocess.run(cmd, capture_output=True, text=True)  # resumes: everything skipped
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "skipped" in rerun.stdout and "$ " + sys.executable + " -m ingest " not in rerun.stdout
