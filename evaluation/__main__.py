@@ -186,6 +186,17 @@ def run_ablation(args: argparse.Namespace) -> list[Path]:
     return list(run_ablation(plan)[1])
 
 
+def _user_errors() -> tuple[type[Exception], ...]:
+    from evaluation.datasets import PromptedSetError
+    from evaluation.media import MediaError
+    from shards.format import SampleError
+    from shards.storage import StorageError
+
+    return FileNotFoundError, PromptedSetError, MediaError, SampleError, StorageError
+
+
+USER_ERRORS = _user_errors()
+
 COMMANDS = {
     "segmentation": run_segmentation,
     "retrieval": run_retrieval,
@@ -200,7 +211,11 @@ def main(argv: list[str] | None = None) -> int:
     if extra and args.command != "ablation":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.train_overrides = extra
-    paths = COMMANDS[args.command](args)
+    try:
+        paths = COMMANDS[args.command](args)
+    except USER_ERRORS as err:  # bad input: the message names the file or setting at fault
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     shown = ", ".join(str(p) for p in paths[:2]) + (
         f" and {len(paths) - 2} example pictures" if len(paths) > 2 else ""
     )

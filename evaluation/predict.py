@@ -28,6 +28,7 @@ from evaluation.datasets import read_image
 from evaluation.heatmaps import prompt_token_weights
 from evaluation.media import (
     SAMPLE_RATE,
+    MediaError,
     load_audio,
     load_video_frames,
     resize_center_crop,
@@ -254,15 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if (
-        bool(args.video) == bool(args.image or args.audio)
-        or (args.image and not args.audio)
-        or (args.audio and not args.image)
-    ):
-        parser.error("give either --video FILE, or --image FILE and --audio FILE")
+def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Path:
     device = pick_device(args.device)
     model = load_model(args.model, device)
     names = args.head_names.split(",") if args.head_names else default_head_names(model)
@@ -275,14 +268,31 @@ def main(argv: list[str] | None = None) -> int:
     if args.video:
         frames, fps = load_video_frames(args.video, args.fps, args.max_seconds)
         audio = load_audio(args.video)[: int(len(frames) / fps * SAMPLE_RATE)]
-        pictures_, _ = predict_video(model, list(frames), fps, audio, args.window, names, device)
-        path = write_mp4(out / f"{Path(args.video).stem}_heads.mp4", pictures_, fps, audio)
+        overlays, _ = predict_video(model, list(frames), fps, audio, args.window, names, device)
+        path = write_mp4(out / f"{Path(args.video).stem}_heads.mp4", overlays, fps, audio)
     else:
         picture, _ = predict_image(
             model, read_image(args.image), load_audio(args.audio), args.window, names, device
         )
         path = out / f"{Path(args.image).stem}_heads.png"
         pictures.save_png(path, picture)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if (
+        bool(args.video) == bool(args.image or args.audio)
+        or (args.image and not args.audio)
+        or (args.audio and not args.image)
+    ):
+        parser.error("give either --video FILE, or --image FILE and --audio FILE")
+    try:
+        path = _run(args, parser)
+    except (FileNotFoundError, MediaError) as err:  # bad input, named in the message
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(f"wrote {path.resolve()}")
     return 0
 

@@ -115,3 +115,11 @@ def test_cli_requires_one_input_kind(model_dir):
         main(["--model", str(model_dir), "--image", "x.jpg"])
     with pytest.raises(SystemExit):
         main(["--model", str(model_dir), "--video", "v.mp4", "--audio", "a.wav"])
+
+
+def test_missing_or_silent_input_is_a_clear_error(model_dir, tmp_path, capsys):
+    assert main(["--model", str(model_dir), "--video", str(tmp_path / "none.mp4")]) == 2
+    assert "none.mp4" in capsys.readouterr().err
+    silent = write_mp4(tmp_path / "silent.mp4", [_scene()] * 4, 4.0)
+    assert main(["--model", str(model_dir), "--video", str(silent), "--out", str(tmp_path)]) == 2
+    assert "silent.mp4: no audio stream" in capsys.readouterr().err

@@ -156,3 +156,9 @@ def test_clip_order_is_stable(shards_dataset):
     first = [p.key for p in iter_pairs(url)]
     assert first == [p.key for p in iter_pairs(url)]
     assert np.array_equal(next(iter_pairs(url)).audio, next(iter_pairs(url)).audio)
+
+
+def test_missing_data_is_a_clear_error(model_dir, tmp_path, capsys):
+    args = ["retrieval", "--model", str(model_dir), "--data", str(tmp_path / "nowhere")]
+    assert main(args + ["--out", str(tmp_path / "out")]) == 2
+    assert "nowhere" in capsys.readouterr().err
