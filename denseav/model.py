@@ -109,7 +109,6 @@ class DenseAV(nn.Module):
         self.register_buffer(
             "image_std", torch.tensor(config.image_std).view(1, 3, 1, 1), persistent=False
         )
-        self.phase = 1
         self.set_phase(1)
         self.train()
 
