@@ -22,6 +22,7 @@ from denseav.config import DenseAVConfig
 from denseav.model import AudioFeatures, ImageFeatures
 from denseav.similarity import paired_sim_volume
 
+# Names of the terms DenseAVLoss returns besides the total "loss" (for loggers).
 LOSS_TERMS = ("a2v", "v2a", "dis", "splice", "silence", "cal", "nonneg", "tv")
 
 

@@ -8,6 +8,7 @@ from transformers import HubertModel, ViTModel
 
 from denseav import BackboneNotFoundError, DenseAV, DenseAVConfig, DenseAVLoss
 from denseav.backbones import qkv_module_names
+from denseav.losses import LOSS_TERMS
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +75,8 @@ def test_forward_loss_backward_of_tiny_model(batch, aggregation):
     terms = DenseAVLoss(model.config)(
         out.audio, out.image, out.inverse_temperature, model.token_mask(splice)
     )
-    assert set(terms) == {"loss", "a2v", "v2a", "dis", "splice", "silence", "cal", "nonneg", "tv"}
+    assert set(terms) == {"loss", *LOSS_TERMS}
+    assert set(LOSS_TERMS) == {"a2v", "v2a", "dis", "splice", "silence", "cal", "nonneg", "tv"}
     assert all(torch.isfinite(v) for v in terms.values())
     assert terms["splice"] > 0 and terms["silence"] > 0
     terms["loss"].backward()
