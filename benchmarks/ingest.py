@@ -77,7 +77,7 @@ def make_files(folder: Path, count: int, seconds: float, gop_seconds: float) -> 
                 tone_hz=300 + 50 * i,
                 extra_args=("-deadline", "realtime", "-cpu-used", "8", "-b:v", "600k", *gop),
             )
-            path = folder / f"in{i}-gop{gop_seconds:g}.webm"
+            path = folder / f"in{i}-gop{gop[1]}f.webm"
         else:
             spec = MediaSpec(
                 seconds=seconds,
@@ -87,7 +87,7 @@ def make_files(folder: Path, count: int, seconds: float, gop_seconds: float) -> 
                 tone_hz=300 + 50 * i,
                 extra_args=("-preset", "veryfast", "-b:v", "600k", *gop),
             )
-            path = folder / f"in{i}-gop{gop_seconds:g}.mp4"
+            path = folder / f"in{i}-gop{gop[1]}f.mp4"
         if not path.exists():
             make_media(path, spec)
         files.append(path)
