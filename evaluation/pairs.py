@@ -17,6 +17,9 @@ import numpy as np
 
 from evaluation.datasets import load_prompted_set, read_image
 from evaluation.media import load_audio
+from shards.format import SampleError
+from shards.index import load_index
+from shards.loader import build_eval_loader
 
 
 @dataclass
@@ -41,16 +44,12 @@ def _prompted_pairs(data: str) -> Iterator[Pair]:
 
 
 def _shard_pairs(data: str, batch_size: int = 32) -> Iterator[Pair]:
-    from shards.loader import build_eval_loader
-
     loader = build_eval_loader(data, batch_size=batch_size, num_workers=0, shuffle=False)
     for batch in loader:
         for sample in batch:
             frames, meta = sample["frames"], sample["meta"]
             if not frames:
-                raise ValueError(
-                    f"{sample.get('__url__', data)}: sample {sample['__key__']!r} has no frame"
-                )
+                raise SampleError(sample["__key__"], "frames", f"no frame (in {sample['__url__']})")
             valid = int(meta.get("valid_samples", len(sample["audio"])))
             yield Pair(
                 key=sample["__key__"], image=frames[len(frames) // 2], audio=sample["audio"][:valid]
@@ -61,8 +60,6 @@ def count_pairs(data: str) -> int:
     """How many clips the data holds (from the CSV or the shards index, without decoding)."""
     if is_prompted_folder(data):
         return len(load_prompted_set(data, check_files=False))
-    from shards.index import load_index
-
     return load_index(data).total_samples
 
 

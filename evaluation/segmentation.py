@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from denseav.model import DenseAV
 from evaluation import pictures
-from evaluation.datasets import Prompt, PromptedSet, read_ade_seg, read_image
+from evaluation.datasets import Prompt, PromptedSet, PromptedSetError, read_ade_seg, read_image
 from evaluation.heatmaps import WORD_PAD_SECONDS, prompt_sample_mask, prompted_heatmaps, upsample
 from evaluation.media import SAMPLE_RATE, load_audio, resize_center_crop
 from evaluation.metrics import (
@@ -124,7 +124,7 @@ def compute_prompt_heatmaps(
                     settings.word_pad_seconds,
                 )
             except ValueError as err:
-                raise ValueError(
+                raise PromptedSetError(
                     f"{prompted.root}: prompts of CSV rows {[p.row for p in batch]}: {err}"
                 ) from err
             maps = prompted_heatmaps(model, images, waveform, sample_mask, prompt_mask.to(device))
