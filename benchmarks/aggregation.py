@@ -56,15 +56,19 @@ class Size:
     channels: int
 
     @classmethod
-    def parse(cls, text: str) -> "Size":
+    def parse(cls, text: str) -> Size:
         spec = PRESETS.get(text, text)
         try:
             values = [int(v) for v in spec.split("x")]
             size = cls(*values)
         except (ValueError, TypeError):
-            raise SystemExit(f"--sizes: {text!r} is neither a preset {sorted(PRESETS)} nor BxHEADSxTxHxWxC")
+            raise SystemExit(
+                f"--sizes: {text!r} is neither a preset {sorted(PRESETS)} nor BxHEADSxTxHxWxC"
+            )
         if size.channels % size.heads:
-            raise SystemExit(f"--sizes: {text!r}: C={size.channels} is not divisible by heads={size.heads}")
+            raise SystemExit(
+                f"--sizes: {text!r}: C={size.channels} is not divisible by heads={size.heads}"
+            )
         return size
 
     def __str__(self) -> str:
@@ -147,7 +151,9 @@ def time_worker(
     cases = {"floor": lambda: torch.mm(lhs, rhs, out=out)}
     for impl in impls:
         cases[f"{impl}_forward"] = lambda impl=impl: fns[impl](a, v, size.heads, mask)
-        cases[f"{impl}_forward_backward"] = lambda impl=impl: forward_backward(impl, a, v, mask, weights)
+        cases[f"{impl}_forward_backward"] = lambda impl=impl: forward_backward(
+            impl, a, v, mask, weights
+        )
     best = {name: float("inf") for name in cases}
     for name, fn in cases.items():  # warm-up: first touch of every buffer
         fn()
@@ -160,13 +166,26 @@ def time_worker(
 
 
 def _run_worker(args: argparse.Namespace, size: Size, job: str) -> dict:
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", job, "--sizes", str(size),
-           "--repeats", str(args.repeats), "--threads", str(args.threads),
-           "--chunk-elements", str(args.chunk_elements), "--clock", args.clock]
+    cmd = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--worker",
+        job,
+        "--sizes",
+        str(size),
+        "--repeats",
+        str(args.repeats),
+        "--threads",
+        str(args.threads),
+        "--chunk-elements",
+        str(args.chunk_elements),
+        "--clock",
+        args.clock,
+    ]
     # For peak memory, glibc malloc returns every block >= 128 KiB to the system when freed (no
     # dynamic threshold), so the resident set follows what is alive, not what malloc keeps cached.
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072") if job.startswith("memory") else None
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    done = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env)
     if done.returncode:
         raise SystemExit(f"{job} at {size} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -186,9 +205,11 @@ def _memory(extra: float | None, volume: int) -> str:
 
 def report(rows: list[dict]) -> str:
     """Markdown table: seconds with their ratio to the floor, MB with their ratio to the volume."""
-    head = ("| size BxKxTxHxWxC | volume MB | floor s | naive fwd s | fused fwd s | fused/naive fwd "
-            "| naive fwd+bwd s | fused fwd+bwd s | fused/naive fwd+bwd | naive peak MB | fused peak MB "
-            "| fused peak w/o input grads MB |")
+    head = (
+        "| size BxKxTxHxWxC | volume MB | floor s | naive fwd s | fused fwd s | fused/naive fwd "
+        "| naive fwd+bwd s | fused fwd+bwd s | fused/naive fwd+bwd | naive peak MB | fused peak MB "
+        "| fused peak w/o input grads MB |"
+    )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         vol, t = r["volume_bytes"], r["times"]
@@ -196,36 +217,64 @@ def report(rows: list[dict]) -> str:
         naive_fwd, naive_both = t.get("naive_forward"), t.get("naive_forward_backward")
         naive_mem = r.get("naive_peak_extra_bytes")
         fused_mem = r["fused_peak_extra_bytes"]
-        lines.append(" | ".join([
-            f"| {r['size']}", f"{vol / 1e6:.0f}", _fmt(floor),
-            f"{_fmt(naive_fwd)} ({_ratio(naive_fwd, floor)})" if naive_fwd else r["naive_skipped"],
-            f"{_fmt(t['fused_forward'])} ({_ratio(t['fused_forward'], floor)})",
-            _ratio(t["fused_forward"], naive_fwd),
-            f"{_fmt(naive_both)} ({_ratio(naive_both, floor)})" if naive_both else "-",
-            f"{_fmt(t['fused_forward_backward'])} ({_ratio(t['fused_forward_backward'], floor)})",
-            _ratio(t["fused_forward_backward"], naive_both),
-            _memory(naive_mem, vol), _memory(fused_mem, vol),
-            _memory(fused_mem - r["input_grad_bytes"], vol) + " |",
-        ]))
+        lines.append(
+            " | ".join(
+                [
+                    f"| {r['size']}",
+                    f"{vol / 1e6:.0f}",
+                    _fmt(floor),
+                    f"{_fmt(naive_fwd)} ({_ratio(naive_fwd, floor)})"
+                    if naive_fwd
+                    else r["naive_skipped"],
+                    f"{_fmt(t['fused_forward'])} ({_ratio(t['fused_forward'], floor)})",
+                    _ratio(t["fused_forward"], naive_fwd),
+                    f"{_fmt(naive_both)} ({_ratio(naive_both, floor)})" if naive_both else "-",
+                    f"{_fmt(t['fused_forward_backward'])} ({_ratio(t['fused_forward_backward'], floor)})",
+                    _ratio(t["fused_forward_backward"], naive_both),
+                    _memory(naive_mem, vol),
+                    _memory(fused_mem, vol),
+                    _memory(fused_mem - r["input_grad_bytes"], vol) + " |",
+                ]
+            )
+        )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=__doc__.split("\n\n", 1)[1])
-    parser.add_argument("--sizes", default=",".join(PRESETS),
-                        help="comma-separated presets or BxHEADSxTxHxWxC (default: all presets)")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
+    parser.add_argument(
+        "--sizes",
+        default=",".join(PRESETS),
+        help="comma-separated presets or BxHEADSxTxHxWxC (default: all presets)",
+    )
     parser.add_argument("--list-sizes", action="store_true", help="print the presets and exit")
-    parser.add_argument("--repeats", type=int, default=3, help="timed rounds (the best of each is kept)")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="timed rounds (the best of each is kept)"
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    parser.add_argument("--chunk-elements", type=int, default=0,
-                        help="fused path's scores per chunk (0: denseav.similarity.CHUNK_ELEMENTS)")
-    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
-                        help="wall: elapsed time; cpu: this process's CPU time (robust to other jobs "
-                             "on the machine, meaningful with --threads 1)")
-    parser.add_argument("--naive-max-gb", type=float, default=12.0,
-                        help=f"skip the naive path when ~{NAIVE_PEAK_FACTOR:g}x its volume exceeds this")
+    parser.add_argument(
+        "--chunk-elements",
+        type=int,
+        default=0,
+        help="fused path's scores per chunk (0: denseav.similarity.CHUNK_ELEMENTS)",
+    )
+    parser.add_argument(
+        "--clock",
+        choices=["wall", "cpu"],
+        default="wall",
+        help="wall: elapsed time; cpu: this process's CPU time (robust to other jobs "
+        "on the machine, meaningful with --threads 1)",
+    )
+    parser.add_argument(
+        "--naive-max-gb",
+        type=float,
+        default=12.0,
+        help=f"skip the naive path when ~{NAIVE_PEAK_FACTOR:g}x its volume exceeds this",
+    )
     parser.add_argument("--json", help="also write the raw measurements to this file")
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # memory:IMPL or time:IMPL,IMPL
     args = parser.parse_args(argv)
@@ -247,36 +296,59 @@ def main(argv: list[str] | None = None) -> None:
         if kind == "memory":
             result = memory_worker(impls, sizes[0], args.threads, args.chunk_elements)
         else:
-            result = time_worker(impls.split(","), sizes[0], args.repeats, args.threads, args.chunk_elements,
-                                 args.clock)
+            result = time_worker(
+                impls.split(","),
+                sizes[0],
+                args.repeats,
+                args.threads,
+                args.chunk_elements,
+                args.clock,
+            )
         print(json.dumps(result))
         return
 
-    print(f"threads={args.threads} chunk_elements={args.chunk_elements} repeats={args.repeats} "
-          f"clock={args.clock}", flush=True)
+    print(
+        f"threads={args.threads} chunk_elements={args.chunk_elements} repeats={args.repeats} "
+        f"clock={args.clock}",
+        flush=True,
+    )
     rows = []
     for i, size in enumerate(sizes, 1):
         volume_bytes = size.volume_elements * 4
-        row = {"size": str(size), "volume_bytes": volume_bytes, "input_grad_bytes": size.input_elements * 4}
+        row = {
+            "size": str(size),
+            "volume_bytes": volume_bytes,
+            "input_grad_bytes": size.input_elements * 4,
+        }
         need, available = NAIVE_PEAK_FACTOR * volume_bytes, _available_bytes()
         impls = ["fused"]
         if need > args.naive_max_gb * 1e9 or need > 0.8 * available:
             row["naive_skipped"] = f"skipped: needs ~{need / 1e9:.0f} GB"
-            print(f"[{i}/{len(sizes)}] {size}: naive skipped (needs ~{need / 1e9:.1f} GB; --naive-max-gb "
-                  f"{args.naive_max_gb:g}, {available / 1e9:.1f} GB available)", flush=True)
+            print(
+                f"[{i}/{len(sizes)}] {size}: naive skipped (needs ~{need / 1e9:.1f} GB; --naive-max-gb "
+                f"{args.naive_max_gb:g}, {available / 1e9:.1f} GB available)",
+                flush=True,
+            )
         else:
             impls.insert(0, "naive")
         for impl in impls:
             print(f"[{i}/{len(sizes)}] {size}: {impl} peak memory ...", flush=True)
-            row[f"{impl}_peak_extra_bytes"] = _run_worker(args, size, f"memory:{impl}")["peak_extra_bytes"]
-        print(f"[{i}/{len(sizes)}] {size}: times of the floor and {' and '.join(impls)} ...", flush=True)
+            row[f"{impl}_peak_extra_bytes"] = _run_worker(args, size, f"memory:{impl}")[
+                "peak_extra_bytes"
+            ]
+        print(
+            f"[{i}/{len(sizes)}] {size}: times of the floor and {' and '.join(impls)} ...",
+            flush=True,
+        )
         row["times"] = _run_worker(args, size, "time:" + ",".join(impls))
         rows.append(row)
     print()
     print(report(rows))
-    print(f"\ntimes: best of {args.repeats} rounds, {args.clock} clock, {args.threads} thread(s), float32, seconds "
-          "(ratio to the floor); peak: extra resident memory of one fwd+bwd in a fresh process, MB (ratio to "
-          "the volume's float32 size).")
+    print(
+        f"\ntimes: best of {args.repeats} rounds, {args.clock} clock, {args.threads} thread(s), float32, seconds "
+        "(ratio to the floor); peak: extra resident memory of one fwd+bwd in a fresh process, MB (ratio to "
+        "the volume's float32 size)."
+    )
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"settings": vars(args), "results": rows}, f, indent=2)

@@ -15,6 +15,7 @@ from denseav.similarity import (
     sim_volume,
 )
 
+
 @pytest.fixture(autouse=True)
 def one_thread():
     """Correctness only: one thread keeps these many tiny ops fast on a shared machine."""
@@ -24,7 +25,10 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU"))]
+DEVICES = [
+    "cpu",
+    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")),
+]
 
 
 def features(ba=5, bv=4, c=12, t=7, h=3, w=5, dtype=torch.float32, device="cpu", seed=0):
@@ -37,14 +41,20 @@ def features(ba=5, bv=4, c=12, t=7, h=3, w=5, dtype=torch.float32, device="cpu",
 def soft_mask(ba, t, device="cpu", seed=1):
     """Soft weights, one clip with a padded tail and one fully masked clip."""
     mask = torch.rand(ba, t, generator=torch.Generator().manual_seed(seed))
-    mask[0, t // 2:] = 0
+    mask[0, t // 2 :] = 0
     mask[1] = 0
     return mask.to(device)
 
 
 def values_and_grads(fn, audio, image, heads, mask=None, **kwargs):
-    out = fn(audio, image, heads, **kwargs) if mask is None else fn(audio, image, heads, mask, **kwargs)
-    weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(2), dtype=out.dtype).to(out.device)
+    out = (
+        fn(audio, image, heads, **kwargs)
+        if mask is None
+        else fn(audio, image, heads, mask, **kwargs)
+    )
+    weights = torch.randn(
+        out.shape, generator=torch.Generator().manual_seed(2), dtype=out.dtype
+    ).to(out.device)
     inputs = [audio, image] + ([mask] if mask is not None and mask.requires_grad else [])
     return (out, *torch.autograd.grad((out * weights).sum(), inputs))
 
@@ -89,8 +99,16 @@ def test_ties_go_to_the_first_maximum_deterministically():
     # integers make every inner product exact, whatever order a matrix product sums in.
     gen = torch.Generator().manual_seed(4)
     audio = torch.randint(-3, 4, (3, 4, 5), generator=gen).float().repeat(1, 2, 1).requires_grad_()
-    image = torch.randint(-3, 4, (2, 4, 1, 1), generator=gen).float().repeat(1, 2, 3, 3).requires_grad_()
-    runs = [values_and_grads(max_similarity, audio, image, 2, chunk_elements=ce) for ce in (1, 7, 1 << 19)]
+    image = (
+        torch.randint(-3, 4, (2, 4, 1, 1), generator=gen)
+        .float()
+        .repeat(1, 2, 3, 3)
+        .requires_grad_()
+    )
+    runs = [
+        values_and_grads(max_similarity, audio, image, 2, chunk_elements=ce)
+        for ce in (1, 7, 1 << 19)
+    ]
     for run in runs[1:]:
         for got, want in zip(run, runs[0]):
             assert torch.equal(got, want)
@@ -102,14 +120,20 @@ def test_ties_go_to_the_first_maximum_deterministically():
     # The whole gradient lands on head 0 at position (0, 0); the naive amax spreads it evenly.
     assert torch.all(grad_image[:, 4:] == 0) and torch.all(grad_image.flatten(2)[:, :, 1:] == 0)
     assert torch.all(grad_audio[:, 4:] == 0)
-    torch.testing.assert_close(grad_image.sum(dim=(2, 3)).view(2, 2, 4).sum(1),
-                               naive_image.sum(dim=(2, 3)).view(2, 2, 4).sum(1))
-    torch.testing.assert_close(grad_audio.view(3, 2, 4, 5).sum(1), naive_audio.view(3, 2, 4, 5).sum(1))
+    torch.testing.assert_close(
+        grad_image.sum(dim=(2, 3)).view(2, 2, 4).sum(1),
+        naive_image.sum(dim=(2, 3)).view(2, 2, 4).sum(1),
+    )
+    torch.testing.assert_close(
+        grad_audio.view(3, 2, 4, 5).sum(1), naive_audio.view(3, 2, 4, 5).sum(1)
+    )
 
 
 def test_non_contiguous_inputs():
     gen = torch.Generator().manual_seed(3)
-    audio = torch.randn(5, 7, 12, generator=gen).transpose(1, 2).requires_grad_()  # strided (Ba, C, T)
+    audio = (
+        torch.randn(5, 7, 12, generator=gen).transpose(1, 2).requires_grad_()
+    )  # strided (Ba, C, T)
     base = torch.randn(4, 12, 6, 10, generator=gen)
     image = base.contiguous(memory_format=torch.channels_last)[:, :, ::2, 1:6].requires_grad_()
     assert not audio.is_contiguous() and not image.is_contiguous()
@@ -157,10 +181,11 @@ def test_never_allocates_the_volume():
     assert bound * 10 < volume
 
     saved = []
-    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
-        with _LargestTensor() as fused:
-            best = max_similarity(audio, image, 2, chunk_elements=chunk)
-            best.square().sum().backward()
+    with torch.autograd.graph.saved_tensors_hooks(
+        lambda t: saved.append(t.numel()) or t, lambda t: t
+    ), _LargestTensor() as fused:
+        best = max_similarity(audio, image, 2, chunk_elements=chunk)
+        best.square().sum().backward()
     assert {"mm", "max_pool2d_with_indices", "index_add_"} <= fused.ops  # both passes were seen
     assert fused.largest <= bound
     assert max(saved) <= max(image.numel(), best.numel())
