@@ -23,6 +23,10 @@ def _as_1d(x: np.ndarray | Sequence[float], name: str) -> np.ndarray:
     arr = np.asarray(x).reshape(-1)
     if arr.size == 0:
         raise ValueError(f"{name} is empty")
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise ValueError(
+            f"{name} holds {np.count_nonzero(~np.isfinite(arr))} NaN or infinite values"
+        )
     return arr
 
 

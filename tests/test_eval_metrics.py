@@ -47,6 +47,8 @@ def test_average_precision_hand_case_and_errors():
         binary_average_precision([0.1, 0.2], [0, 0])
     with pytest.raises(ValueError, match="elements"):
         binary_average_precision([0.1, 0.2], [0, 1, 1])
+    with pytest.raises(ValueError, match="1 NaN or infinite"):
+        binary_average_precision([0.1, np.nan], [0, 1])
 
 
 def _brute_force_iou(scores, labels, k=20):
