@@ -7,6 +7,7 @@ the options shared by all (output, sharding, media, download, Ray) live here.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Sequence
 from types import ModuleType
@@ -186,7 +187,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     module = _sources()[args.source]
     try:
         job = job_options(args)
-        with ray_session(job.ray):  # one session for planning (archive downloads) and the run
+        # Archive downloads are Ray tasks too: then one session serves planning and the run.
+        planning_uses_ray = bool(getattr(args, "archive_url", None))
+        with ray_session(job.ray) if planning_uses_ray else contextlib.nullcontext():
             items = module.plan_from_args(args)
             summary = run_job(items, job)
     except (ValueError, OSError) as e:  # bad table, options or output: say what, stop

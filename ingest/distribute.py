@@ -128,12 +128,13 @@ def run_job(items: Sequence[WorkItem], job: JobOptions) -> RunSummary:
 
     results: list[dict] = []
     errors: dict[int, str] = {}
-    with ray_session(job.ray):
-        cpus = float(ray.cluster_resources().get("CPU", 1.0))
-        started = time.time()  # throughput leaves out Ray's start-up
-        if todo:
+    cpus = seconds = 0.0
+    if todo:  # a finished dataset needs no Ray at all
+        with ray_session(job.ray):
+            cpus = float(ray.cluster_resources().get("CPU", 1.0))
+            started = time.time()  # throughput leaves out Ray's start-up
             results, errors = _run_tasks(shards, todo, previous, job, cpus)
-        seconds = time.time() - started
+            seconds = time.time() - started
 
     if storage.is_s3(job.output) or os.path.isdir(job.output):
         build_index(job.output)
