@@ -60,6 +60,8 @@ STREAMS = {
     "placesaudio_val": 2,
     "audioset": 3,
     "audioset_eval": 6,
+    "eval_speech_order": 7,
+    "eval_sound_order": 8,
     "eval_speech": 4,
     "eval_sound": 5,
 }

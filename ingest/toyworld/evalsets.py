@@ -10,8 +10,9 @@
 
 ``timing`` is the JSON list ``[start, end]`` (seconds) of the object word in the speech prompt
 "a picture of a(n) <object>". Sound prompts are ``sound_prompt_seconds`` of the object's sound.
-Row ``i`` prompts class ``i % num_classes``, so every class has exactly ``eval_per_class``
-prompts. Scenes come from their own seed streams, disjoint from the training scenes.
+Each block of ``num_classes`` consecutive rows prompts every class once, in a random order, so
+every class has exactly ``eval_per_class`` prompts and a file's number does not reveal its class.
+Scenes come from their own seed streams, disjoint from the training scenes.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import csv
 import json
 from pathlib import Path
 
+from ingest.toyworld.classes import ToyClass
 from ingest.toyworld.config import WorldConfig
 from ingest.toyworld.media import write_jpeg, write_seg_png, write_wav
 from ingest.toyworld.scene import random_scene
@@ -40,13 +42,20 @@ COLUMNS = {
 }
 
 
+def prompted_class(cfg: WorldConfig, kind: str, index: int) -> ToyClass:
+    """The class prompted in row ``index`` of the ``kind`` set (see the module docstring)."""
+    block, slot = divmod(index, len(cfg.classes))
+    order = cfg.rng(f"eval_{kind}_order", block).permutation(len(cfg.classes))
+    return cfg.classes[int(order[slot])]
+
+
 def make_prompt(cfg: WorldConfig, root: Path, kind: str, index: int) -> dict:
     """Write prompt ``index`` of the ``kind`` ("speech" or "sound") set under ``root`` (that
     set's folder) and return its CSV row."""
     if kind not in KINDS:
         raise ValueError(f"unknown evaluation set kind {kind!r}; expected one of {KINDS}")
     rng = cfg.rng(f"eval_{kind}", index)
-    target = cfg.classes[index % len(cfg.classes)]
+    target = prompted_class(cfg, kind, index)
     scene = random_scene(rng, cfg.classes, cfg.image_size, target, cfg.object_scale)
     stem = f"toy_{kind}_{index:06d}"
     write_jpeg(root / "frames" / f"{stem}.jpg", scene.image)
