@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from scipy.fft import irfft, next_fast_len, rfft, rfftfreq
 
 SAMPLE_RATE = 16000
 TARGET_RMS = 0.08
@@ -22,11 +21,10 @@ def _t(n: int) -> np.ndarray:
 
 def _band(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
     """Band-limit ``x`` to [lo, hi] Hz with an FFT mask (zero-phase, deterministic)."""
-    n = next_fast_len(len(x), real=True)
-    spec = rfft(x, n)
-    f = rfftfreq(n, 1.0 / SAMPLE_RATE)
+    spec = np.fft.rfft(x)
+    f = np.fft.rfftfreq(len(x), 1.0 / SAMPLE_RATE)
     spec[(f < lo) | (f > hi)] = 0
-    return irfft(spec, n)[: len(x)]
+    return np.fft.irfft(spec, n=len(x))
 
 
 def _events(n: int, period: float, phase: float) -> np.ndarray:

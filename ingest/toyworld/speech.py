@@ -17,7 +17,6 @@ import ctypes
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.signal import resample_poly
 
 SAMPLE_RATE = 16000
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
@@ -114,9 +113,18 @@ class Espeak:
             if not self._chunks:
                 raise RuntimeError(f"espeak-ng produced no audio for {word!r} ({speaker})")
             raw = np.concatenate(self._chunks).astype(np.float64) / 32768.0
-            audio = resample_poly(raw, SAMPLE_RATE, self.native_rate)
+            audio = _resample(raw, self.native_rate, SAMPLE_RATE)
             self._cache[key] = _trim(audio).astype(np.float32)
         return self._cache[key]
+
+
+def _resample(x: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
+    """Band-limited resampling by truncating (or zero-padding) the spectrum. For a word
+    that starts and ends in silence (as espeak's output does) the circular spectrum adds no
+    wrap-around artefacts."""
+    n_out = round(len(x) * rate_out / rate_in)
+    spec = np.fft.rfft(x)[: n_out // 2 + 1]
+    return np.fft.irfft(spec, n=n_out) * (n_out / len(x))
 
 
 def _trim(x: np.ndarray, rel_threshold: float = 0.02, margin: float = 0.005) -> np.ndarray:
