@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import pytest
 
+from ingest.config import JobOptions
 from ingest.items import Window, WorkItem, assign_shards, check_unique_keys, fingerprint, safe_key
+from ingest.media import MediaOptions
 from ingest.report import error_pattern, reason_code, summarize
 from ingest.sources.audioset import plan as plan_audioset
 from ingest.sources.audioset import segment_key
-from ingest.worker import clip_key, failure_belongs_to
+from ingest.synthetic import MediaSpec, make_media
+from ingest.worker import clip_key, failure_belongs_to, item_samples
+from shards.format import decode_sample
 
 
 def _items(n: int) -> list[WorkItem]:
@@ -101,3 +105,20 @@ def test_summary_counts_reasons_and_groups_alike_errors():
     )
     text = summary.format()
     assert "truncated 2" in text and "1.25 clips/s per core" in text
+
+
+def test_audio_only_policy_gives_a_placeholder_frame(tmp_path):
+    song = make_media(
+        tmp_path / "song.mp3", MediaSpec(seconds=3, video_codec=None, audio_codec="libmp3lame")
+    )
+    item = WorkItem(key="song", source="videos", location=str(song))
+    ((key, failure),) = item_samples(item, JobOptions(output=str(tmp_path / "out")))
+    assert key == "song" and failure.startswith("no_video_stream: ")
+    job = JobOptions(
+        output=str(tmp_path / "out"), media=MediaOptions(audio_only=True, short_side=64)
+    )
+    ((key, raw),) = item_samples(item, job)
+    sample = decode_sample(raw)
+    assert key == "song-0000" and sample["meta"]["audio_only"] is True
+    assert len(sample["frames"]) == 1 and sample["frames"][0].shape == (64, 64, 3)
+    assert abs(sample["meta"]["valid_samples"] - 3 * 16000) < 1600
