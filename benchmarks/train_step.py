@@ -25,16 +25,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
-from accelerate import Accelerator  # noqa: E402
+import torch
+from accelerate import Accelerator
 
-from denseav.losses import DenseAVLoss  # noqa: E402
-from denseav.model import DenseAV  # noqa: E402
-from shards.synthetic import write_synthetic_dataset  # noqa: E402
-from trainer.data import build_loader, collate  # noqa: E402
-from trainer.main import build_model_config  # noqa: E402
-from trainer.params import DataConfig, DatasetSpec, TrainConfig  # noqa: E402
-from trainer.train import (  # noqa: E402
+from denseav.losses import DenseAVLoss
+from denseav.model import DenseAV
+from shards.synthetic import write_synthetic_dataset
+from trainer.data import build_loader, collate
+from trainer.main import build_model_config
+from trainer.params import DataConfig, DatasetSpec, TrainConfig
+from trainer.train import (
     apply_gradients,
     enter_phase,
     forward_backward,

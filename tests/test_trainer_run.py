@@ -211,9 +211,7 @@ def test_phase_switch_trains_the_backbones_only_in_phase_2(tmp_path):
     metrics = _metrics(out)
     assert [metrics[s]["phase"] for s in (1, 2, 3)] == [1, 1, 2]
     # Linear warm-up over 2 steps, restarted when phase 2 begins.
-    assert [metrics[s]["lr/aligners"] for s in (1, 2, 3)] == pytest.approx(
-        [5e-4, 1e-3, 5e-4]
-    )
+    assert [metrics[s]["lr/aligners"] for s in (1, 2, 3)] == pytest.approx([5e-4, 1e-3, 5e-4])
 
 
 def test_help_and_config_errors(capsys, tmp_path):
@@ -232,6 +230,17 @@ def test_help_and_config_errors(capsys, tmp_path):
     with pytest.raises(SystemExit):
         main(["--config", str(bad), "--lr", "1e-4", "--model.preset", "huge"])
     assert "model.preset='huge'" in capsys.readouterr().err
+    # Problems found on start name what to fix: a dataset without an index, a torn checkpoint.
+    config = _config(
+        tmp_path / "c.yaml", [{"url": str(tmp_path / "nothing")}], tmp_path / "o", str(tmp_path)
+    )
+    with pytest.raises(SystemExit):
+        main(["--config", str(config)])
+    assert f"data.datasets: no dataset index at {tmp_path / 'nothing'}" in capsys.readouterr().err
+    (tmp_path / "step-000000005").mkdir()
+    with pytest.raises(SystemExit):
+        main(["--config", str(config), "--resume", str(tmp_path / "step-000000005")])
+    assert "COMPLETE marker missing" in capsys.readouterr().err
 
 
 def _process_tree(pid: int) -> list[int]:

@@ -111,6 +111,17 @@ def run(cfg: TrainConfig) -> RunState:
         "process %d of %d (%s, %s)", rank, world, accelerator.distributed_type, accelerator.device
     )
 
+    checkpoints = CheckpointManager(
+        cfg.checkpoint.dir, cfg.checkpoint.keep, rank, world, accelerator.wait_for_everyone
+    )
+
+    try:
+        resume_url = checkpoints.resolve(cfg.checkpoint.resume) if cfg.checkpoint.resume else None
+    except FileNotFoundError as err:
+        raise ConfigError(str(err)) from None
+    if cfg.checkpoint.resume == "latest" and resume_url is None:
+        log.info("no complete checkpoint under %s: starting from step 0", cfg.checkpoint.dir)
+
     model_config = build_model_config(cfg.model)
     torch.manual_seed(cfg.seed)  # the same initial weights on every process
     model = DenseAV(model_config).to(accelerator.device)
@@ -124,15 +135,11 @@ def run(cfg: TrainConfig) -> RunState:
         weight_decay=cfg.optim.weight_decay,
     )
     scheduler = phase_warmup_scheduler(optimizer, cfg.optim.warmup_steps, cfg.warmup_aligner_steps)
-    loader = build_loader(cfg.data, cfg.seed, rank, world)
-    checkpoints = CheckpointManager(
-        cfg.checkpoint.dir, cfg.checkpoint.keep, rank, world, accelerator.wait_for_everyone
-    )
-
+    try:
+        loader = build_loader(cfg.data, cfg.seed, rank, world)
+    except (OSError, ValueError) as err:  # a missing index, an empty or unreadable dataset
+        raise ConfigError(f"data.datasets: {err}") from None
     state = RunState(step=0, phase=phase_at(0, cfg.warmup_aligner_steps))
-    resume_url = checkpoints.resolve(cfg.checkpoint.resume) if cfg.checkpoint.resume else None
-    if cfg.checkpoint.resume == "latest" and resume_url is None:
-        log.info("no complete checkpoint under %s: starting from step 0", cfg.checkpoint.dir)
     if resume_url is not None:
         restored = checkpoints.load(resume_url, model, optimizer, accelerator.scaler)
         scheduler.load_state_dict(restored.scheduler)
@@ -201,10 +208,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cfg = parse_args(sys.argv[1:] if argv is None else argv)
         build_model_config(cfg.model)
+        run(cfg)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
-    run(cfg)
 
 
 if __name__ == "__main__":
