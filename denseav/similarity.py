@@ -134,12 +134,14 @@ class _FusedMaxSimilarity(torch.autograd.Function):
         argmax = torch.empty(bv, rows, dtype=torch.int32, device=audio.device)
         arows = _audio_rows(audio, heads)
         for j0, j1 in _chunks(bv, img_chunk):
-            vrows = _image_rows(image[j0:j1], heads)
+            # (images, heads, H * W, D): a view of the image (a copy only if it has odd strides).
+            positions = _split_heads(image[j0:j1], heads).flatten(3).transpose(2, 3)
             for r0, r1 in _chunks(rows, row_chunk):
                 chunk_best, chunk_arg = None, None
                 for k in range(heads):
-                    # (images * H * W, tokens) is a channels-last (images, tokens, H, W) map.
-                    scores = torch.mm(vrows[k], arows[r0:r1, k].t())
+                    tokens = arows[r0:r1, k].t().expand(j1 - j0, -1, -1)
+                    # (images, H * W, tokens) is a channels-last (images, tokens, H, W) map.
+                    scores = torch.bmm(positions[:, k], tokens)
                     maps = scores.view(j1 - j0, h, w, r1 - r0).permute(0, 3, 1, 2)
                     values, where = F.max_pool2d(maps, (h, w), return_indices=True)
                     values, where = (
