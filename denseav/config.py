@@ -158,8 +158,9 @@ class DenseAVConfig:
     def toy(cls, **changes: Any) -> DenseAVConfig:
         """Randomly initialised small ViT (96 px, patch 8) and HuBERT (16 kHz in, 50 Hz out), 2 heads.
 
-        Sized so a batch of 16 ten-second clips trains on a CPU: a narrow conv feature encoder
-        (strides 5*4*4*4 = 320, like HuBERT's), 3 transformer layers of width 64, no dropout.
+        Sized so a batch of 16 ten-second clips trains on a CPU: a two-layer conv feature encoder
+        (a 25 ms filter bank at a 10 ms hop, then stride 2: 320 samples per frame, like HuBERT's),
+        3 transformer layers of width 64, no dropout.
         """
         settings: dict[str, Any] = {
             "image_backbone": None,
@@ -182,9 +183,11 @@ class DenseAVConfig:
                 "num_hidden_layers": 3,
                 "num_attention_heads": 4,
                 "intermediate_size": 128,
-                "conv_dim": [32, 32, 32, 64],
-                "conv_kernel": [10, 4, 4, 4],
-                "conv_stride": [5, 4, 4, 4],
+                # A learnable 25 ms / 10 ms filter bank, then 2x: 50 Hz like HuBERT's own
+                # 7-layer encoder, ~3x cheaper per step than a 4-layer stack at stride 5 first.
+                "conv_dim": [64, 64],
+                "conv_kernel": [400, 4],
+                "conv_stride": [160, 2],
                 "num_conv_pos_embeddings": 32,
                 "num_conv_pos_embedding_groups": 8,
                 "hidden_dropout": 0.0,
