@@ -71,6 +71,7 @@ def test_matches_naive_volume(device, heads, masked):
         torch.testing.assert_close(got, want)
     if masked:
         assert torch.all(fused[0][1] == 0), "a fully masked clip scores 0"
+        assert torch.all(fused[1][1] == 0), "and gets no gradient"
         assert all(torch.isfinite(g).all() for g in fused)
 
 
