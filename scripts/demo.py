@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import signal
 import socket
 import subprocess
@@ -56,7 +55,7 @@ class Preset:
     """Sizes of one demo run: the world, the training budget and the evaluation."""
 
     name: str
-    world_args: tuple[str, ...]  # extra `python -m ingest.toyworld` arguments
+    world: str  # a key of WORLDS; presets naming the same world share it and its shards
     config: str  # trainer YAML, relative to the repository
     train_args: tuple[str, ...] = ()  # extra trainer overrides
     pool: int = 100  # retrieval pool size (N-way)
@@ -66,11 +65,19 @@ class Preset:
     description: str = ""
 
 
+# Toy worlds (extra `python -m ingest.toyworld` arguments). The demo world holds enough held-out
+# scenes for 100-way retrieval pools in which no two clips name the same objects.
+WORLDS: dict[str, tuple[str, ...]] = {
+    "smoke": ("--size", "small", "--speech-train", "240", "--speech-val", "60",
+              "--videos", "24", "--eval-videos", "12", "--eval-per-class", "4"),
+    "demo": ("--size", "small", "--speech-train", "1000", "--speech-val", "200",
+             "--videos", "100", "--eval-videos", "60", "--eval-per-class", "20"),
+}
+
 PRESETS: dict[str, Preset] = {
     "smoke": Preset(
         name="smoke",
-        world_args=("--size", "small", "--speech-train", "240", "--speech-val", "60",
-                    "--videos", "24", "--eval-videos", "12", "--eval-per-class", "4"),
+        world="smoke",
         config="configs/toy.yaml",
         train_args=("--steps", "120", "--warmup_aligner_steps", "20", "--optim.warmup_steps", "20",
                     "--checkpoint.every", "60"),
@@ -81,14 +88,14 @@ PRESETS: dict[str, Preset] = {
     ),
     "default": Preset(
         name="default",
-        world_args=("--size", "default", "--eval-videos", "120"),
+        world="demo",
         config="configs/toy.yaml",
         train_args=("--steps", "1200"),
         description="about 20 minutes on 2 cores",
     ),
     "long": Preset(
         name="long",
-        world_args=("--size", "default", "--eval-videos", "120"),
+        world="demo",
         config="configs/toy_long.yaml",
         description="at most 60 minutes on 2 cores; the run the learning bar is measured on",
     ),
@@ -105,33 +112,41 @@ def log(message: str) -> None:
 
 
 def run(cmd: Sequence[str], env: dict[str, str] | None = None) -> None:
-    """Run one stage command in the foreground; its output streams to the terminal."""
+    """Run one stage command in the foreground; its output streams to the terminal.
+
+    The command gets its own process group, so an interrupted stage is stopped with everything
+    it started (``accelerate launch`` does not pass a signal on to the trainer it spawned).
+    """
     log("$ " + " ".join(cmd))
-    proc = subprocess.Popen(list(cmd), cwd=REPO, env={**os.environ, **(env or {})})
+    proc = subprocess.Popen(list(cmd), cwd=REPO, env={**os.environ, **(env or {})},
+                            start_new_session=True)
     try:
         code = proc.wait()
     except BaseException:
-        _stop(proc)
+        _stop_group(proc)
         raise
     if code != 0:
         raise SystemExit(f"demo: stage command failed with exit code {code}: {' '.join(cmd)}")
 
 
-def _stop(proc: subprocess.Popen, grace: float = 10.0) -> None:
-    """Stop a child we started, by its pid: SIGTERM (SIGINT for Ray-style cleanup), then KILL."""
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(grace)
-        return
-    except subprocess.TimeoutExpired:
-        proc.terminate()
-    try:
-        proc.wait(grace)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+def _stop_group(proc: subprocess.Popen, grace: float = 15.0) -> None:
+    """Stop the process group of a child we started: SIGINT (lets Ray and the trainer clean up),
+    then SIGTERM, then SIGKILL."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            continue
+        try:  # the leader is gone; give the rest of its group the same chance
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(1)
+    log(f"stopped stage process group {proc.pid}")
 
 
 def free_port() -> int:
@@ -255,8 +270,11 @@ def _join(base: str, *parts: str) -> str:
 
 @dataclass
 class Demo:
+    """One run: worlds and shards under ``root``/``store`` are shared by presets; the preset's
+    training, evaluation and report live in ``root/<preset>``."""
+
     preset: Preset
-    out: Path
+    root: Path
     store: str
     seed: int = 0
     num_processes: int = 1
@@ -265,11 +283,19 @@ class Demo:
 
     # Locations -------------------------------------------------------------------------------
     @property
+    def out(self) -> Path:
+        return self.root / self.preset.name
+
+    @property
+    def world_name(self) -> str:
+        return f"{self.preset.world}-seed{self.seed}"
+
+    @property
     def world(self) -> Path:
-        return self.out / "world"
+        return self.root / "worlds" / self.world_name
 
     def dataset(self, name: str) -> str:
-        return _join(self.store, "shards", name)
+        return _join(self.store, "shards", self.world_name, name)
 
     @property
     def train_dir(self) -> Path:
@@ -300,7 +326,7 @@ class Demo:
             log(f"world exists ({self.world / 'manifest.json'}); skipped")
             return
         cmd = [PY, "-m", "ingest.toyworld", "--out", str(self.world), "--seed", str(self.seed),
-               *self.preset.world_args]
+               *WORLDS[self.preset.world]]
         if self.world.exists():  # an interrupted generation: replace its partial outputs
             cmd.append("--force")
         run(cmd)
@@ -318,16 +344,22 @@ class Demo:
 
     def ray_args(self) -> list[str]:
         return ["--num-cpus", str(os.cpu_count() or 2), "--memory", "3G",
-                "--object-store-memory", "256M", "--ray-temp-dir", str(self.out / "ray"),
-                "--items-per-shard", "50", "--short-side", "128"]
+                "--object-store-memory", "256M", "--ray-temp-dir", str(self.root / "ray"),
+                "--short-side", "128"]
 
     def ingest(self) -> None:
         audioset = self.world / "audioset"
+        # Items per shard: a video holds 1-3 segments, a caption is one clip; several shards per
+        # dataset keep both cores busy in ingest and give every training loader worker its own.
         jobs = {
-            "audioset": ["audioset", str(audioset / "toyworld_segments.csv")],
-            "audioset_eval": ["audioset", str(audioset / "toyworld_eval_segments.csv")],
-            "placesaudio": ["placesaudio", str(self.world / "placesaudio"), "--split", "train"],
-            "placesaudio_val": ["placesaudio", str(self.world / "placesaudio"), "--split", "val"],
+            "audioset": ["audioset", str(audioset / "toyworld_segments.csv"),
+                         "--items-per-shard", "10"],
+            "audioset_eval": ["audioset", str(audioset / "toyworld_eval_segments.csv"),
+                              "--items-per-shard", "10"],
+            "placesaudio": ["placesaudio", str(self.world / "placesaudio"), "--split", "train",
+                            "--items-per-shard", "80"],
+            "placesaudio_val": ["placesaudio", str(self.world / "placesaudio"), "--split", "val",
+                                "--items-per-shard", "80"],
         }
         todo = {name: args for name, args in jobs.items() if not self.ingest_done(name)}
         for name in sorted(set(jobs) - set(todo)):
@@ -366,15 +398,15 @@ class Demo:
             log(f"{kind} retrieval pool: {n} clips with pairwise distinct named content -> {dst}")
 
     def launch_prefix(self) -> tuple[list[str], dict[str, str]]:
-        """``accelerate launch`` for 1 CPU process, or the MACHINE-NOTES form for several."""
+        """``accelerate launch`` for 1 CPU process, or the MACHINE-NOTES form for several
+        (``--cpu --num_processes 2`` would silently run one process)."""
+        threads = str(max(1, (os.cpu_count() or 2) // self.num_processes))
+        common = ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                  "--num_cpu_threads_per_process", threads]
         if self.num_processes == 1:
-            return [ACCELERATE, "launch", "--cpu", "--num_processes", "1",
-                    "--num_machines", "1", "--mixed_precision", "no",
-                    "--dynamo_backend", "no"], {}
-        return [ACCELERATE, "launch", "--multi_gpu", "--num_processes",
-                str(self.num_processes), "--num_machines", "1", "--mixed_precision", "no",
-                "--dynamo_backend", "no", "--main_process_port", str(free_port())], {
-                    "ACCELERATE_USE_CPU": "1"}
+            return [ACCELERATE, "launch", "--cpu", "--num_processes", "1", *common], {}
+        return [ACCELERATE, "launch", "--multi_gpu", "--num_processes", str(self.num_processes),
+                *common, "--main_process_port", str(free_port())], {"ACCELERATE_USE_CPU": "1"}
 
     def train_args(self) -> list[str]:
         datasets = (
@@ -383,7 +415,7 @@ class Demo:
         )
         return ["--config", str(REPO / self.preset.config), *self.preset.train_args,
                 "--data.datasets", datasets, "--output_dir", str(self.train_dir),
-                "--checkpoint.dir", _join(self.store, "checkpoints"),
+                "--checkpoint.dir", _join(self.store, "checkpoints", self.preset.name),
                 "--checkpoint.export_dir", str(self.model_dir), "--checkpoint.resume", "latest"]
 
     def train(self) -> None:
@@ -542,8 +574,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--preset", choices=sorted(PRESETS), default="default",
                         help="run size (default: default)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="local output folder (default: outputs/demo/<preset>)")
+    parser.add_argument("--out", type=Path, default=REPO / "outputs" / "demo",
+                        help="local output root: worlds/, ray/ and one folder per preset "
+                             "(default: outputs/demo)")
     parser.add_argument("--store", default=None,
                         help="where shards and checkpoints go: a folder or s3://bucket/prefix "
                              "(S3 settings from AWS_* variables; default: OUT)")
@@ -555,12 +588,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
+    # A SIGTERM stops the running stage (and the video server) like Ctrl+C does.
+    signal.signal(signal.SIGTERM, _interrupt)
     preset = PRESETS[args.preset]
-    out = (args.out or REPO / "outputs" / "demo" / preset.name).resolve()
+    out = args.out.resolve()
     store = args.store or str(out)
-    random.seed(args.seed)
     Demo(preset, out, store, args.seed, args.num_processes, args.ablation).main()
 
 

@@ -71,21 +71,21 @@ def test_complete_stages_are_skipped(tmp_path, monkeypatch):
 
     d.make_world()  # no manifest: the generator runs
     assert calls and calls[-1][2] == "ingest.toyworld"
-    (tmp_path / "world").mkdir()
-    (tmp_path / "world" / "manifest.json").write_text("{}")
+    d.world.mkdir(parents=True)
+    (d.world / "manifest.json").write_text("{}")
     d.make_world()
     assert len(calls) == 1
 
     summary = {"shard_errors": {}, "shards_skipped": 1, "shards_written": 2, "shards_total": 3}
     for name in ("audioset", "audioset_eval", "placesaudio", "placesaudio_val"):
-        folder = tmp_path / "shards" / name
+        folder = Path(d.dataset(name))
         folder.mkdir(parents=True)
         (folder / "ingest_summary.json").write_text(json.dumps(summary))
     d.ingest()  # every dataset complete: no ingest command, no video server
     assert len(calls) == 1
 
     bad = summary | {"shard_errors": {"2": "worker died"}}
-    (tmp_path / "shards" / "placesaudio" / "ingest_summary.json").write_text(json.dumps(bad))
+    (Path(d.dataset("placesaudio")) / "ingest_summary.json").write_text(json.dumps(bad))
     assert not d.ingest_done("placesaudio")
 
 
@@ -93,10 +93,10 @@ def test_training_uses_both_corpora_resume_and_the_machine_notes_launch_form(tmp
     d = demo.Demo(demo.PRESETS["default"], tmp_path, "s3://bucket/demo", num_processes=2)
     args = d.train_args()
     assert args[args.index("--checkpoint.resume") + 1] == "latest"
-    assert args[args.index("--checkpoint.dir") + 1] == "s3://bucket/demo/checkpoints"
+    assert args[args.index("--checkpoint.dir") + 1] == "s3://bucket/demo/checkpoints/default"
     datasets = args[args.index("--data.datasets") + 1]
-    assert "s3://bucket/demo/shards/audioset" in datasets
-    assert "s3://bucket/demo/shards/placesaudio" in datasets
+    assert "'s3://bucket/demo/shards/demo-seed0/audioset'" in datasets
+    assert "'s3://bucket/demo/shards/demo-seed0/placesaudio'" in datasets
     prefix, env = d.launch_prefix()
     assert env == {"ACCELERATE_USE_CPU": "1"}
     assert "--multi_gpu" in prefix and prefix[prefix.index("--num_processes") + 1] == "2"
@@ -118,7 +118,7 @@ def test_smoke_preset_learns_end_to_end(tmp_path):
     done = subprocess.run(cmd, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "done: report" in done.stdout.splitlines()[-1]
-    report = json.loads((out / "report.json").read_text())
+    report = json.loads((out / "smoke" / "report.json").read_text())
     m = report["metrics"]
     # Learning happened: both prompted segmentations far above the mask-area chance level,
     # retrieval above the 1/N chance level.
