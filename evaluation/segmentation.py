@@ -91,7 +91,9 @@ class SegmentationResult:
         }
 
 
-def _label_mask(prompt: Prompt, size: int) -> np.ndarray:
+def label_mask(prompt: Prompt, size: int) -> np.ndarray:
+    """The prompted class's pixels ``(size, size)`` bool, after the model input's resize and
+    centre crop (nearest neighbour, so class ids are never blended)."""
     classes = read_ade_seg(prompt.seg_path)
     return resize_center_crop(classes, size, resample=Image.NEAREST) == prompt.ade_class_id
 
@@ -134,7 +136,7 @@ def compute_prompt_heatmaps(
                         prompt=p,
                         combined=maps.combined[i].cpu().numpy(),
                         per_head=maps.per_head[i].cpu().numpy(),
-                        mask=_label_mask(p, label_size),
+                        mask=label_mask(p, label_size),
                     )
                 )
             bar.update(len(batch))

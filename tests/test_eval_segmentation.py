@@ -18,8 +18,8 @@ from evaluation.predict import predict_image
 from evaluation.segmentation import (
     PromptResult,
     SegmentationSettings,
-    _label_mask,
     compute_prompt_heatmaps,
+    label_mask,
     score_classes,
 )
 from ingest.toyworld.config import preset
@@ -111,7 +111,7 @@ def test_labels_follow_the_image_crop(eval_sets):
     for p in prompted.prompts:
         if p.class_name != "ball":
             continue
-        mask = _label_mask(p, 32)
+        mask = label_mask(p, 32)
         image = resize_center_crop(read_image(p.image_path), 32).astype(float)
         inside = image[mask].mean(0)
         assert mask.any()
@@ -124,7 +124,7 @@ def test_oracle_heatmap_scores_near_perfect(eval_sets):
     prompted = load_prompted_set(eval_sets["speech"])
     results = []
     for p in prompted.prompts:
-        mask = _label_mask(p, 32)
+        mask = label_mask(p, 32)
         low = torch.nn.functional.avg_pool2d(torch.from_numpy(mask).float()[None, None], 4)[
             0, 0
         ].numpy()
