@@ -1,6 +1,5 @@
 """Negatives from every process: two gloo processes reproduce the single-process global-batch gradient."""
 
-import os
 
 import torch
 import torch.distributed as dist
@@ -73,16 +72,16 @@ def _worker(rank: int, init_file: str, result_file: str) -> None:
         dist.destroy_process_group()
 
 
-def test_two_processes_give_the_global_batch_gradient(tmp_path):
-    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+def test_two_processes_give_the_global_batch_gradient(tmp_path, monkeypatch):
+    monkeypatch.setenv("GLOO_SOCKET_IFNAME", "lo")
     result = tmp_path / "result.pt"
-    # fork: the children inherit the imported modules instead of importing them again
+    # spawn, not fork: a fork after torch's OpenMP pool has run (earlier tests) can hang the child
     mp.start_processes(
         _worker,
         args=(str(tmp_path / "init"), str(result)),
         nprocs=WORLD,
         join=True,
-        start_method="fork",
+        start_method="spawn",
     )
     got = torch.load(result, weights_only=True)
     loss, ga, gv, gg = _loss_and_grads(slice(None))
