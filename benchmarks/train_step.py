@@ -10,7 +10,7 @@ Measures, in one process, on the trainer's own step functions (``trainer.train``
 Prints samples/s, seconds per step and the ratio of each mode to the phase-2 step-only baseline,
 plus peak memory (CUDA: max allocated; CPU: the process's peak resident set size so far).
 
-    python benchmarks/train_step.py                      # toy preset, batch 16, 64 px
+    python benchmarks/train_step.py                      # toy preset, batch 16, 96 px
     python benchmarks/train_step.py --preset tiny --batch-size 8 --image-size 32 --steps 5
 """
 
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--preset", default="toy", choices=["toy", "tiny"], help="model preset")
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--image-size", type=int, default=96)
     p.add_argument("--steps", type=int, default=10, help="measured steps per mode")
     p.add_argument("--warmup", type=int, default=2, help="unmeasured steps before each mode")
     p.add_argument("--num-workers", type=int, default=2, help="data-loader workers")
