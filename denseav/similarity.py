@@ -111,13 +111,13 @@ class _FusedMaxSimilarity(torch.autograd.Function):
     (0.1-0.2x the matrix product's time on a CPU; ``torch.max(dim)`` costs ~0.5x). Exact ties go
     to the first maximum in ``(head, h, w)`` order.
 
-    Backward routes the gradient through the saved argmax (int32, ``Ba * Bv * T`` of them) rather
+    Backward routes the gradient through the saved argmax (``Ba * Bv * T`` small ints) rather
     than recomputing the volume: the max is piecewise linear, so ``d best / d audio[i, :, t]`` is
     the winning image vector and ``d best / d image[j, :, h, w]`` the audio vector of every token
     that picked ``(h, w)``. That is ``Ba * Bv * T`` gathers and scatter-adds of ``D`` floats, a
     few percent of the forward's multiply-adds, where recomputation would repeat the forward's
-    matrix products. Saved: the inputs (not copies) and the argmax; the backward makes one
-    audio-sized copy (token-major rows, for contiguous gathers) and the per-chunk temporaries.
+    matrix products. Saved: the inputs (not copies) and the argmax; beyond the input gradients
+    the backward only allocates per-chunk temporaries.
     """
 
     @staticmethod
@@ -131,7 +131,10 @@ class _FusedMaxSimilarity(torch.autograd.Function):
             rows, bv, hw, chunk_elements, _parallel_images(audio.device, hw, chunk_elements)
         )
         best = torch.empty(bv, rows, dtype=audio.dtype, device=audio.device)
-        argmax = torch.empty(bv, rows, dtype=torch.int32, device=audio.device)
+        small = heads * hw <= torch.iinfo(torch.int16).max
+        argmax = torch.empty(
+            bv, rows, dtype=torch.int16 if small else torch.int32, device=audio.device
+        )
         arows = _audio_rows(audio, heads)
         for j0, j1 in _chunks(bv, img_chunk):
             # (images, heads, H * W, D): a view of the image (a copy only if it has odd strides).
@@ -170,14 +173,17 @@ class _FusedMaxSimilarity(torch.autograd.Function):
         hw, rows, d = h * w, ba * t, c // heads
         # A chunk's temporaries: D gathered features per (image, token) pair (half the forward's
         # budget: the backward also holds the input gradients), C * H * W per image.
-        img_chunk, row_chunk = _chunk_sizes(rows, bv, d, ctx.chunk_elements // 2)
+        img_chunk, row_chunk = _chunk_sizes(rows, bv, d, ctx.chunk_elements // 4)
         img_chunk = min(img_chunk, max(1, ctx.chunk_elements // (c * hw)))
-        arows = _audio_rows(audio, heads).view(rows * heads, d)
-        grad_arows = torch.zeros_like(arows) if need_audio else None
+        # (Ba, heads, T, D): a view of the audio, gathered from in place (a token-major copy
+        # would be faster to gather from but costs another audio-sized buffer).
+        audio_tokens = _split_heads(audio, heads).transpose(2, 3)
+        grad_arows = audio.new_zeros(rows * heads, d) if need_audio else None
         grad_image = (
             torch.empty(image.shape, dtype=image.dtype, device=image.device) if need_image else None
         )
         token = torch.arange(rows, device=audio.device)
+        clip, time = token // t, token % t
         for j0, j1 in _chunks(bv, img_chunk):
             nj = j1 - j0
             vrows = _image_rows(image[j0:j1], heads).view(heads * nj * hw, d)
@@ -193,7 +199,8 @@ class _FusedMaxSimilarity(torch.autograd.Function):
                 if need_audio:
                     grad_arows.index_add_(0, a_index, vrows.index_select(0, v_index).mul_(g))
                 if need_image:
-                    grad_vrows.index_add_(0, v_index, arows.index_select(0, a_index).mul_(g))
+                    tokens = audio_tokens[clip[r0:r1], head, time[r0:r1]].view(-1, d)
+                    grad_vrows.index_add_(0, v_index, tokens.mul_(g))
             if need_image:
                 grad_image[j0:j1].view(nj, heads, d, hw).copy_(
                     grad_vrows.view(heads, nj, hw, d).permute(1, 0, 3, 2)
@@ -226,7 +233,7 @@ def max_similarity(
 ) -> torch.Tensor:
     """Best match of every audio token in every image: ``max_{k,h,w} s[i, j, k, t, h, w]``.
 
-    Memory: about ``chunk_elements`` scores at a time plus ``Ba * Bv * T`` maxima and int32
+    Memory: about ``chunk_elements`` scores at a time plus ``Ba * Bv * T`` maxima and int16
     argmaxes, never the ``Ba x Bv x heads x T x H x W`` volume, in the forward and the backward
     pass. Gradients equal the naive volume's up to rounding; on exact ties the whole gradient goes
     to the first maximum in ``(head, h, w)`` order (the naive ``amax`` splits it evenly).
