@@ -171,8 +171,8 @@ class _FusedMaxSimilarity(torch.autograd.Function):
         ba, c, t = audio.shape
         bv, _, h, w = image.shape
         hw, rows, d = h * w, ba * t, c // heads
-        # A chunk's temporaries: D gathered features per (image, token) pair (half the forward's
-        # budget: the backward also holds the input gradients), C * H * W per image.
+        # A chunk's temporaries: D gathered features per (image, token) pair (a quarter of the
+        # forward's budget: the backward also holds the input gradients), C * H * W per image.
         img_chunk, row_chunk = _chunk_sizes(rows, bv, d, ctx.chunk_elements // 4)
         img_chunk = min(img_chunk, max(1, ctx.chunk_elements // (c * hw)))
         # (Ba, heads, T, D): a view of the audio, gathered from in place (a token-major copy
@@ -183,7 +183,7 @@ class _FusedMaxSimilarity(torch.autograd.Function):
             torch.empty(image.shape, dtype=image.dtype, device=image.device) if need_image else None
         )
         token = torch.arange(rows, device=audio.device)
-        clip, time = token // t, token % t
+        token_clip, token_time = token // t, token % t
         for j0, j1 in _chunks(bv, img_chunk):
             nj = j1 - j0
             vrows = _image_rows(image[j0:j1], heads).view(heads * nj * hw, d)
@@ -199,7 +199,7 @@ class _FusedMaxSimilarity(torch.autograd.Function):
                 if need_audio:
                     grad_arows.index_add_(0, a_index, vrows.index_select(0, v_index).mul_(g))
                 if need_image:
-                    tokens = audio_tokens[clip[r0:r1], head, time[r0:r1]].view(-1, d)
+                    tokens = audio_tokens[token_clip[r0:r1], head, token_time[r0:r1]].view(-1, d)
                     grad_vrows.index_add_(0, v_index, tokens.mul_(g))
             if need_image:
                 grad_image[j0:j1].view(nj, heads, d, hw).copy_(
