@@ -60,7 +60,6 @@ class Preset:
     train_args: tuple[str, ...] = ()  # extra trainer overrides
     pool: int = 100  # retrieval pool size (N-way)
     dis_clips: int = 200  # clips per dataset for disentanglement
-    ablation_steps: int = 600
     ablation_aggregations: str = "multihead,avgpool,cls"
     description: str = ""
 
@@ -83,7 +82,6 @@ PRESETS: dict[str, Preset] = {
                     "--checkpoint.every", "100"),
         pool=40,
         dis_clips=40,
-        ablation_steps=100,
         description="about 15 minutes from scratch; for the end-to-end test",
     ),
     "default": Preset(
@@ -478,8 +476,8 @@ class Demo:
              "--speech-data", str(self.world / "eval" / "speech"),
              "--retrieval-data", self.dataset("pool_speech"), "--pool", str(self.preset.pool),
              "--aggregations", self.preset.ablation_aggregations, "--out", str(out),
-             "--device", "cpu", *self.preset.train_args,
-             "--steps", str(self.preset.ablation_steps), "--data.datasets", datasets])
+             "--device", "cpu", *self.preset.train_args, "--data.datasets", datasets],
+            {"OMP_NUM_THREADS": "1"})  # the ablation's trainers: one compute thread, as in train
 
     # Report ----------------------------------------------------------------------------------
     def metrics(self) -> dict[str, Any]:
