@@ -41,13 +41,13 @@ def test_distinct_pool_keeps_first_of_each_content_in_order_and_stops_at_size():
     assert len(set(contents)) == len(contents)
 
 
-def test_build_pool_writes_a_shards_dataset_without_duplicate_content(tmp_path):
+def test_build_pool_writes_a_shards_dataset_without_duplicate_content(storage_root):
     from shards.format import encode_sample
     from shards.index import build_index, load_index
     from shards.writer import ShardWriter
 
     captions = ["a ball", "a star and a ball", "a ball and a star", "a box", "nothing", "a ball"]
-    src = str(tmp_path / "src")
+    src = f"{storage_root}/src"
     frame = np.zeros((8, 8, 3), np.uint8)
     for shard in range(2):
         with ShardWriter(src, shard) as w:
@@ -57,7 +57,7 @@ def test_build_pool_writes_a_shards_dataset_without_duplicate_content(tmp_path):
                 w.write(encode_sample(f"k{n}", np.zeros(1600, np.float32), [frame], meta))
     build_index(src)
 
-    dst = str(tmp_path / "pool")
+    dst = f"{storage_root}/pool"
     assert demo.build_pool(src, dst, CLASSES, size=10) == 3
     kept = [json.loads(s["json"]) for s in demo.raw_samples(dst)]
     assert [m["caption"] for m in kept] == ["a ball", "a star and a ball", "a box"]
