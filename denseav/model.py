@@ -243,6 +243,12 @@ class DenseAV(nn.Module):
             trained += list(self.audio_backbone.parameters())
         for param in trained:
             param.requires_grad_(True)
+        # transformers' wav2vec2-style feature encoders mark their input as requiring grad in
+        # training mode (for gradient checkpointing) unless told otherwise: a frozen HuBERT would
+        # still record its whole graph and run backward through it in phase 1.
+        encoder = getattr(self.audio_backbone, "feature_extractor", None)
+        if encoder is not None and hasattr(encoder, "_requires_grad"):
+            encoder._requires_grad = phase == 2
         self.phase = phase
 
     # ------------------------------------------------------------------------------- save/load

@@ -150,6 +150,17 @@ def test_phase_switching_decides_what_trains(batch, phase):
         model.set_phase(3)
 
 
+@pytest.mark.parametrize("phase", [1, 2])
+def test_frozen_audio_backbone_records_no_graph(batch, phase):
+    """Phase 1 must not build (and later run backward through) HuBERT's graph."""
+    _, wave, _ = batch
+    model = _model()
+    model.train()
+    model.set_phase(phase)
+    hidden = model.audio_backbone(wave).last_hidden_state
+    assert hidden.requires_grad == (phase == 2)
+
+
 def test_save_load_round_trip_is_bit_exact(batch, tmp_path):
     images, wave, mask = batch
     model = _model()
