@@ -143,27 +143,6 @@ def s3_client():
                 max_pool_connections=32,
                 s3={"addressing_style": "path"} if endpoint else {},
             )
-            session = _sessions.get(settings)
-            if session is None:
-                session = _sessions[settings] = boto3.session.Session()
-            region = session.region_name or ("us-east-1" if endpoint else None)
-            client = session.client("s3", region_name=region, config=config)
-            _clients[key] = client
-    return client
-    with _clients_lock:
-        client = _clients.get(key)
-        if client is None:
-            import boto3
-            from botocore.config import Config
-
-            endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-            config = Config(
-                retries={"max_attempts": 3, "mode": "standard"},
-                connect_timeout=10,
-                read_timeout=60,
-                max_pool_connections=32,
-                s3={"addressing_style": "path"} if endpoint else {},
-            )
             session = boto3.session.Session()
             region = session.region_name or ("us-east-1" if endpoint else None)
             client = session.client("s3", region_name=region, config=config)
