@@ -342,9 +342,10 @@ class Demo:
         )
 
     def ray_args(self) -> list[str]:
+        # Ray's own temp folder: its socket paths must stay under 107 bytes, which a deep --out
+        # would break.
         return ["--num-cpus", str(os.cpu_count() or 2), "--memory", "3G",
-                "--object-store-memory", "256M", "--ray-temp-dir", str(self.root / "ray"),
-                "--short-side", "128"]
+                "--object-store-memory", "256M", "--short-side", "128"]
 
     def ingest(self) -> None:
         audioset = self.world / "audioset"
