@@ -577,8 +577,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--preset", choices=sorted(PRESETS), default="default",
                         help="run size (default: default)")
     parser.add_argument("--out", type=Path, default=REPO / "outputs" / "demo",
-                        help="local output root: worlds/, ray/ and one folder per preset "
-                             "(default: outputs/demo)")
+                        help="local output root: worlds/, shards/, checkpoints/ and one folder "
+                             "per preset (default: outputs/demo)")
     parser.add_argument("--store", default=None,
                         help="where shards and checkpoints go: a folder or s3://bucket/prefix "
                              "(S3 settings from AWS_* variables; default: OUT)")
