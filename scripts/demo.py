@@ -20,6 +20,7 @@ and each evaluation report that exists is kept).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -30,7 +31,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 REPO = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -166,7 +167,7 @@ class VideoServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def __enter__(self) -> VideoServer:
+    def __enter__(self) -> Self:
         cmd = [PY, "-m", "http.server", str(self.port), "--bind", "127.0.0.1",
                "--directory", str(self.directory)]
         log("$ " + " ".join(cmd) + "  (background)")
@@ -368,10 +369,9 @@ class Demo:
             return
         env = {"RAY_USAGE_STATS_ENABLED": "0"}
         needs_videos = any(args[0] == "audioset" for args in todo.values())
-        server = VideoServer(audioset / "videos") if needs_videos else None
-        try:
-            if server is not None:
-                server.__enter__()
+        with contextlib.ExitStack() as stack:
+            if needs_videos:
+                server = stack.enter_context(VideoServer(audioset / "videos"))
             for name, args in todo.items():
                 extra = []
                 if args[0] == "audioset":
@@ -381,9 +381,6 @@ class Demo:
                      *self.ray_args()], env)
                 if not self.ingest_done(name):
                     raise SystemExit(f"demo: ingest of {name} did not complete; rerun to resume")
-        finally:
-            if server is not None:
-                server.__exit__(None, None, None)
 
     def pools(self) -> None:
         from shards import storage
@@ -528,14 +525,19 @@ class Demo:
                   "model": str(self.model_dir)}
         (self.out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
         lines = [
-            f"# DenseAV demo report (preset `{self.preset.name}`)", "",
-            "| metric | value | bar | chance | met |", "|---|---|---|---|---|",
+            f"# DenseAV demo report (preset `{self.preset.name}`)",
+            "",
+            "| metric | value | bar | chance | met |",
+            "|---|---|---|---|---|",
             *(f"| {r['metric']} | {r['value']:.3f} | {r['bar']:.2f} | {r['chance']} | "
               f"{'yes' if r['met'] else 'NO'} |" for r in rows),
             "",
-            f"- mIoU: speech {m['speech_mIoU']:.3f}, sound {m['sound_mIoU']:.3f}; retrieval pools"
-            f" {m['speech_retrieval_pool']}-way (speech) and {m['sound_retrieval_pool']}-way"
-            f" (sound), no two clips naming the same content; sound head: {m['sound_head']}",
+            (
+                f"- mIoU: speech {m['speech_mIoU']:.3f}, sound {m['sound_mIoU']:.3f}; retrieval"
+                f" pools {m['speech_retrieval_pool']}-way (speech) and"
+                f" {m['sound_retrieval_pool']}-way (sound), no two clips naming the same content;"
+                f" sound head: {m['sound_head']}"
+            ),
             "- R@5/R@10: " + ", ".join(
                 f"{k} {m[f'{k}_retrieval_{d}_R@{n}']:.3f}" for k in ("speech", "sound")
                 for d in ("a2v", "v2a") for n in (5, 10)),
