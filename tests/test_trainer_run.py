@@ -107,6 +107,20 @@ def _launch_cmd(config: Path, *extra: str) -> list[str]:
     ]
 
 
+
+def _launch_to_completion(config: Path, cwd: Path, *extra: str, timeout: float = 900) -> None:
+    """Run a 2-process training to the end; a failure shows the end of its stderr."""
+    result = subprocess.run(
+        _launch_cmd(config, *extra),
+        cwd=cwd,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
 def _env() -> dict:
     return {
         **os.environ,
@@ -129,16 +143,7 @@ def test_two_process_run_trains_together(tmp_path):
         tmp_path / "cfg.yaml", datasets, out, str(tmp_path / "ckpt"), optim__grad_accum=2
     )
     # From an unrelated working directory: nothing depends on being inside the project.
-    result = subprocess.run(
-        _launch_cmd(config),
-        cwd=tmp_path,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    _launch_to_completion(config, tmp_path, timeout=600)
 
     run = json.loads((out / "run.json").read_text())
     assert run["world_size"] == 2 and "MULTI_CPU" in run["distributed_type"]
@@ -294,16 +299,7 @@ def test_kill_and_resume_from_s3_repeats_the_uninterrupted_run(tmp_path, s3_serv
     ref_cfg = _config(
         tmp_path / "ref.yaml", datasets, ref_out, storage.join(base, "ref-ckpt"), **top
     )
-    result = subprocess.run(
-        _launch_cmd(ref_cfg),
-        cwd=tmp_path,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    _launch_to_completion(ref_cfg, tmp_path)
     reference = _metrics(ref_out)
     assert sorted(reference) == list(range(1, 11))
 
@@ -337,16 +333,7 @@ def test_kill_and_resume_from_s3_repeats_the_uninterrupted_run(tmp_path, s3_serv
     assert 4 <= last_complete < 10
 
     resumed_out = tmp_path / "resumed"
-    result = subprocess.run(
-        _launch_cmd(cfg, "--resume", "latest", "--output_dir", str(resumed_out)),
-        cwd=tmp_path,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    _launch_to_completion(cfg, tmp_path, "--resume", "latest", "--output_dir", str(resumed_out))
     run = json.loads((resumed_out / "run.json").read_text())
     assert run["world_size"] == 2 and run["start_step"] == last_complete
     assert run["resumed_from"].endswith(f"step-{last_complete:09d}")
