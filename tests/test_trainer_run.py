@@ -107,7 +107,6 @@ def _launch_cmd(config: Path, *extra: str) -> list[str]:
     ]
 
 
-
 def _launch_to_completion(config: Path, cwd: Path, *extra: str, timeout: float = 900) -> None:
     """Run a 2-process training to the end; a failure shows the end of its stderr."""
     result = subprocess.run(
@@ -120,6 +119,7 @@ def _launch_to_completion(config: Path, cwd: Path, *extra: str, timeout: float =
         check=False,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+
 
 def _env() -> dict:
     return {
