@@ -16,7 +16,7 @@ import argparse
 import os
 import shutil
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from shards import storage
 from shards.index import load_index
@@ -53,15 +53,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--workdir", default="/tmp/shards-bench",
-                        help="scratch folder (deleted at the end)")
+    parser.add_argument(
+        "--workdir", default="/tmp/shards-bench", help="scratch folder (deleted at the end)"
+    )
     args = parser.parse_args(argv)
 
     local = os.path.join(args.workdir, "local")
     shutil.rmtree(args.workdir, ignore_errors=True)
     print(f"writing {args.shards} x {args.samples_per_shard} samples to {local} ...")
-    write_synthetic_dataset(local, args.shards, args.samples_per_shard, seed=0, name="bench",
-                            num_frames=args.frames, frame_size=(args.frame_size, args.frame_size))
+    write_synthetic_dataset(
+        local,
+        args.shards,
+        args.samples_per_shard,
+        seed=0,
+        name="bench",
+        num_frames=args.frames,
+        frame_size=(args.frame_size, args.frame_size),
+    )
     index = load_index(local)
     nbytes, nsamples = index.total_bytes, index.total_samples
 
@@ -87,8 +95,10 @@ def main(argv: list[str] | None = None) -> None:
             if label.startswith("decoded"):
                 assert count == nsamples, f"{label}: read {count} of {nsamples} samples"
             rows[label] = nsamples / seconds
-            print(f"{label:16s} {nsamples / seconds:9.1f} samples/s  "
-                  f"{nbytes / seconds / 1e6:8.1f} MB/s  ({seconds:.3f} s)")
+            print(
+                f"{label:16s} {nsamples / seconds:9.1f} samples/s  "
+                f"{nbytes / seconds / 1e6:8.1f} MB/s  ({seconds:.3f} s)"
+            )
     finally:
         for k, v in saved_env.items():
             if v is None:
@@ -98,8 +108,10 @@ def main(argv: list[str] | None = None) -> None:
         server.stop()
         shutil.rmtree(args.workdir, ignore_errors=True)
 
-    print(f"\n{nsamples} samples, {nbytes / nsamples / 1e3:.0f} kB/sample, "
-          f"{args.workers} workers, {os.cpu_count()} CPUs")
+    print(
+        f"\n{nsamples} samples, {nbytes / nsamples / 1e3:.0f} kB/sample, "
+        f"{args.workers} workers, {os.cpu_count()} CPUs"
+    )
     print(f"decoded/raw, local : {rows['decoded, local'] / rows['raw read, local']:.3f}")
     print(f"decoded/raw, S3    : {rows['decoded, S3'] / rows['raw read, S3']:.3f}")
     print(f"S3/local, decoded  : {rows['decoded, S3'] / rows['decoded, local']:.3f}")

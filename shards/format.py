@@ -14,7 +14,8 @@ from __future__ import annotations
 import io
 import json
 import re
-from typing import Any, Mapping, Sequence, Union
+from collections.abc import Mapping, Sequence
+from typing import Any, Union
 
 import numpy as np
 import soundfile as sf
@@ -98,7 +99,9 @@ def _encode_frame(key: str, index: int, frame: Frame) -> bytes:
     arr = np.asarray(frame)
     if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3 or min(arr.shape[:2]) == 0:
         raise SampleError(
-            key, field, f"a frame must be uint8 (H, W, 3) or JPEG bytes, got {arr.dtype} {arr.shape}"
+            key,
+            field,
+            f"a frame must be uint8 (H, W, 3) or JPEG bytes, got {arr.dtype} {arr.shape}",
         )
     buf = io.BytesIO()
     Image.fromarray(arr, "RGB").save(buf, format="JPEG", quality=JPEG_QUALITY)
@@ -141,7 +144,9 @@ def _check_meta(key: str, meta: Mapping[str, Any], num_frames: int | None) -> No
             and isinstance(word.get("word"), str)
             and all(isinstance(word.get(k), (int, float)) for k in ("start", "end"))
         ):
-            raise SampleError(key, f"json.words[{i}]", 'must be {"word": str, "start": s, "end": s}')
+            raise SampleError(
+                key, f"json.words[{i}]", 'must be {"word": str, "start": s, "end": s}'
+            )
 
 
 def encode_sample(
@@ -222,8 +227,10 @@ def validate_sample(raw: Mapping[str, Any]) -> dict[str, Any]:
         raise SampleError(key, "flac", f"not readable audio ({exc})") from exc
     if info.format != "FLAC" or info.samplerate != SAMPLE_RATE or info.channels != 1:
         raise SampleError(
-            key, "flac", f"need mono FLAC at {SAMPLE_RATE} Hz, got {info.format} "
-            f"{info.samplerate} Hz x{info.channels}"
+            key,
+            "flac",
+            f"need mono FLAC at {SAMPLE_RATE} Hz, got {info.format} "
+            f"{info.samplerate} Hz x{info.channels}",
         )
     if info.frames != CLIP_SAMPLES:
         raise SampleError(key, "flac", f"need {CLIP_SAMPLES} samples, got {info.frames}")
@@ -259,7 +266,9 @@ def decode_sample(raw: Mapping[str, Any]) -> dict[str, Any]:
         raise SampleError(key, "flac", f"cannot decode audio ({exc})") from exc
     if rate != SAMPLE_RATE or audio.shape != (CLIP_SAMPLES,):
         raise SampleError(
-            key, "flac", f"need ({CLIP_SAMPLES},) at {SAMPLE_RATE} Hz, got {audio.shape} at {rate} Hz"
+            key,
+            "flac",
+            f"need ({CLIP_SAMPLES},) at {SAMPLE_RATE} Hz, got {audio.shape} at {rate} Hz",
         )
     names = frame_fields(raw)
     if not names:

@@ -74,12 +74,14 @@ def build_index(out_url: str, name: str | None = None) -> dict:
             raise ValueError(f"malformed stats record {stats_url}: {exc}") from exc
         num_failures += int(stats.get("num_failures", 0))
         if count > 0:
-            entries.append({
-                "url": shard,
-                "nsamples": count,
-                "filesize": int(stats.get("num_bytes", 0)),
-                "sha256": stats.get("sha256"),
-            })
+            entries.append(
+                {
+                    "url": shard,
+                    "nsamples": count,
+                    "filesize": int(stats.get("num_bytes", 0)),
+                    "sha256": stats.get("sha256"),
+                }
+            )
     index = {
         "__kind__": "wids-shard-index-v1",
         "wids_version": 1,
@@ -104,7 +106,8 @@ def load_index(url: str) -> DatasetIndex:
         base = storage.parent(index_url)
         shards = [
             ShardEntry(
-                url=e["url"] if "://" in e["url"] or e["url"].startswith("/")
+                url=e["url"]
+                if "://" in e["url"] or e["url"].startswith("/")
                 else storage.join(base, e["url"]),
                 num_samples=int(e["nsamples"]),
                 num_bytes=int(e.get("filesize", 0)),
@@ -118,7 +121,9 @@ def load_index(url: str) -> DatasetIndex:
         ) from exc
     except (ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"malformed dataset index {index_url}: {exc}") from exc
-    return DatasetIndex(url=index_url, name=index.get("name", storage.basename(base)), shards=shards)
+    return DatasetIndex(
+        url=index_url, name=index.get("name", storage.basename(base)), shards=shards
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence, Union
+from typing import Any, Union
 
 import numpy as np
 import torch
@@ -34,7 +35,11 @@ from shards import storage
 from shards.index import load_index
 from shards.mixing import iter_batch_sources, normalize_weights
 from shards.reader import (
-    Position, SourceStream, StreamConfig, StreamCounters, derive_seed,
+    Position,
+    SourceStream,
+    StreamConfig,
+    StreamCounters,
+    derive_seed,
 )
 
 log = logging.getLogger(__name__)
@@ -114,8 +119,9 @@ def resolve_sources(specs: Sequence[SourceSpec]) -> list[ResolvedSource]:
         index = load_index(spec.url)
         if not index.shards:
             raise ValueError(f"dataset {index.url} has no shards with samples")
-        resolved.append(ResolvedSource(spec.name or index.name, tuple(index.urls), weight,
-                                       index.total_samples))
+        resolved.append(
+            ResolvedSource(spec.name or index.name, tuple(index.urls), weight, index.total_samples)
+        )
     names = [s.name for s in resolved]
     if len(set(names)) != len(names):
         raise ValueError(f"source names must be unique, got {names}; pass a name per source")
@@ -125,8 +131,14 @@ def resolve_sources(specs: Sequence[SourceSpec]) -> list[ResolvedSource]:
 class MixedBatches(IterableDataset):
     """The worker side: yields ``(batch, worker_state)``; used through :class:`ShardLoader`."""
 
-    def __init__(self, sources: Sequence[ResolvedSource], config: LoaderConfig,
-                 sample_transform: SampleTransform | None, state: dict | None, rotation: int):
+    def __init__(
+        self,
+        sources: Sequence[ResolvedSource],
+        config: LoaderConfig,
+        sample_transform: SampleTransform | None,
+        state: dict | None,
+        rotation: int,
+    ):
         super().__init__()
         self.sources = list(sources)
         self.config = config
@@ -144,10 +156,19 @@ class MixedBatches(IterableDataset):
         errors = saved.get("errors") or [None] * len(self.sources)
         streams = [
             SourceStream(
-                StreamConfig(urls=src.urls, seed=c.seed, rank=c.rank, world_size=c.world_size,
-                             worker=worker, num_workers=c.logical_workers, resample=c.resample,
-                             shuffle=c.shuffle, shuffle_buffer=c.shuffle_buffer,
-                             source_index=i, retry=c.retry),
+                StreamConfig(
+                    urls=src.urls,
+                    seed=c.seed,
+                    rank=c.rank,
+                    world_size=c.world_size,
+                    worker=worker,
+                    num_workers=c.logical_workers,
+                    resample=c.resample,
+                    shuffle=c.shuffle,
+                    shuffle_buffer=c.shuffle_buffer,
+                    source_index=i,
+                    retry=c.retry,
+                ),
                 Position.from_dict(positions[i]) if positions[i] else None,
                 StreamCounters(**errors[i]) if errors[i] else None,
             )
@@ -155,8 +176,15 @@ class MixedBatches(IterableDataset):
         ]
         iterators = [iter(s) for s in streams]
         batch_index = int(saved.get("batch", 0))
-        orders = iter_batch_sources([s.weight for s in self.sources], c.batch_size, c.exact_mix,
-                                    c.seed, c.rank, worker, start_batch=batch_index)
+        orders = iter_batch_sources(
+            [s.weight for s in self.sources],
+            c.batch_size,
+            c.exact_mix,
+            c.seed,
+            c.rank,
+            worker,
+            start_batch=batch_index,
+        )
         for order in orders:
             batch, exhausted = [], False
             for slot, source in enumerate(order):
@@ -167,17 +195,21 @@ class MixedBatches(IterableDataset):
                     break
                 sample["__source__"] = self.sources[source].name
                 if self.sample_transform is not None:
-                    sample = self._transform(sample, derive_seed(c.seed, c.rank, worker,
-                                                                 batch_index, slot))
+                    sample = self._transform(
+                        sample, derive_seed(c.seed, c.rank, worker, batch_index, slot)
+                    )
                 batch.append(sample)
             batch_index += 1
             if batch:
-                yield batch, {
-                    "worker": worker,
-                    "batch": batch_index,
-                    "sources": [s.position.as_dict() for s in streams],
-                    "errors": [s.counters.as_dict() for s in streams],
-                }
+                yield (
+                    batch,
+                    {
+                        "worker": worker,
+                        "batch": batch_index,
+                        "sources": [s.position.as_dict() for s in streams],
+                        "errors": [s.counters.as_dict() for s in streams],
+                    },
+                )
             if exhausted:
                 return
 
@@ -202,8 +234,12 @@ class ShardLoader:
     data (over all ranks together) and starts again from the beginning after a completed pass.
     """
 
-    def __init__(self, sources: Sequence[SourceSpec], config: LoaderConfig,
-                 sample_transform: SampleTransform | None = None):
+    def __init__(
+        self,
+        sources: Sequence[SourceSpec],
+        config: LoaderConfig,
+        sample_transform: SampleTransform | None = None,
+    ):
         self.config = config
         self.sources = resolve_sources(sources)
         self.sample_transform = sample_transform
@@ -229,14 +265,26 @@ class ShardLoader:
 
     def __iter__(self) -> Iterator[list[dict]]:
         c = self.config
-        dataset = MixedBatches(self.sources, c, self.sample_transform,
-                               copy.deepcopy(self._state), rotation=self._state["next_worker"])
+        dataset = MixedBatches(
+            self.sources,
+            c,
+            self.sample_transform,
+            copy.deepcopy(self._state),
+            rotation=self._state["next_worker"],
+        )
         if c.num_workers == 0:
             batches: Any = iter(dataset)
         else:
-            batches = iter(DataLoader(dataset, batch_size=None, num_workers=c.num_workers,
-                                      prefetch_factor=c.prefetch_factor, persistent_workers=False,
-                                      collate_fn=_as_is))
+            batches = iter(
+                DataLoader(
+                    dataset,
+                    batch_size=None,
+                    num_workers=c.num_workers,
+                    prefetch_factor=c.prefetch_factor,
+                    persistent_workers=False,
+                    collate_fn=_as_is,
+                )
+            )
         for batch, worker_state in batches:
             worker = worker_state["worker"]
             self._state["workers"][worker] = worker_state
@@ -256,14 +304,22 @@ class ShardLoader:
         seed, batch size, rank, world size and number of workers)."""
         expected = self._initial_state()
         if state.get("version") != STATE_VERSION:
-            raise ValueError(f"loader state version {state.get('version')} is not "
-                             f"{STATE_VERSION}")
-        for key in ("sources", "seed", "rank", "world_size", "num_workers", "batch_size",
-                    "resample"):
+            raise ValueError(f"loader state version {state.get('version')} is not {STATE_VERSION}")
+        for key in (
+            "sources",
+            "seed",
+            "rank",
+            "world_size",
+            "num_workers",
+            "batch_size",
+            "resample",
+        ):
             if state.get(key) != expected[key]:
-                raise ValueError(f"loader state was saved with {key}={state.get(key)!r}, this "
-                                 f"loader has {key}={expected[key]!r}: exact resume needs them "
-                                 f"equal")
+                raise ValueError(
+                    f"loader state was saved with {key}={state.get(key)!r}, this "
+                    f"loader has {key}={expected[key]!r}: exact resume needs them "
+                    f"equal"
+                )
         self._state = copy.deepcopy(state)
         self._errors = [(w or {}).get("errors") for w in self._state["workers"]]
 
@@ -281,9 +337,15 @@ class ShardLoader:
 
 
 def build_train_loader(
-    sources: Sequence[SourceSpec], batch_size: int, seed: int = 0, rank: int = 0,
-    world_size: int = 1, num_workers: int = 2, sample_transform: SampleTransform | None = None,
-    exact_mix: bool = True, shuffle_buffer: int = 256,
+    sources: Sequence[SourceSpec],
+    batch_size: int,
+    seed: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    num_workers: int = 2,
+    sample_transform: SampleTransform | None = None,
+    exact_mix: bool = True,
+    shuffle_buffer: int = 256,
 ) -> ShardLoader:
     """An endless, shuffled, mixed training stream for one rank.
 
@@ -301,21 +363,48 @@ def build_train_loader(
             False draws each slot's source independently.
         shuffle_buffer: raw samples held per worker and source for shuffling.
     """
-    return ShardLoader(sources, LoaderConfig(
-        batch_size=batch_size, seed=seed, rank=rank, world_size=world_size,
-        num_workers=num_workers, resample=True, shuffle=True, shuffle_buffer=shuffle_buffer,
-        exact_mix=exact_mix), sample_transform)
+    return ShardLoader(
+        sources,
+        LoaderConfig(
+            batch_size=batch_size,
+            seed=seed,
+            rank=rank,
+            world_size=world_size,
+            num_workers=num_workers,
+            resample=True,
+            shuffle=True,
+            shuffle_buffer=shuffle_buffer,
+            exact_mix=exact_mix,
+        ),
+        sample_transform,
+    )
 
 
 def build_eval_loader(
-    source: SourceSpec, batch_size: int, rank: int = 0, world_size: int = 1, num_workers: int = 0,
-    shuffle: bool = False, seed: int = 0, sample_transform: SampleTransform | None = None,
+    source: SourceSpec,
+    batch_size: int,
+    rank: int = 0,
+    world_size: int = 1,
+    num_workers: int = 0,
+    shuffle: bool = False,
+    seed: int = 0,
+    sample_transform: SampleTransform | None = None,
 ) -> ShardLoader:
     """One exact pass over a dataset: over all ranks and workers, every sample exactly once.
 
     With several workers or ranks the batches of different workers interleave, and each
     worker's last batch may be short.
     """
-    return ShardLoader([source], LoaderConfig(
-        batch_size=batch_size, seed=seed, rank=rank, world_size=world_size,
-        num_workers=num_workers, resample=False, shuffle=shuffle), sample_transform)
+    return ShardLoader(
+        [source],
+        LoaderConfig(
+            batch_size=batch_size,
+            seed=seed,
+            rank=rank,
+            world_size=world_size,
+            num_workers=num_workers,
+            resample=False,
+            shuffle=shuffle,
+        ),
+        sample_transform,
+    )

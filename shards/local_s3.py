@@ -26,8 +26,16 @@ import time
 from pathlib import Path
 
 _PORT_FLAGS = (
-    "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
-    "filer.port.grpc", "s3.port", "s3.port.grpc", "admin.port", "admin.port.grpc",
+    "master.port",
+    "master.port.grpc",
+    "volume.port",
+    "volume.port.grpc",
+    "filer.port",
+    "filer.port.grpc",
+    "s3.port",
+    "s3.port.grpc",
+    "admin.port",
+    "admin.port.grpc",
 )
 
 
@@ -102,23 +110,36 @@ class LocalS3Server:
     def _command(self, ports: dict[str, int]) -> list[str]:
         d = self.workdir
         return [
-            find_weed(), f"-logdir={d / 'logs'}", "mini", f"-dir={d / 'data'}",
-            "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-master.telemetry=false", "-admin.ui=false",
-            "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
-            f"-s3.config={d / 's3.json'}", f"-filer.localSocket={d / 'filer.sock'}",
+            find_weed(),
+            f"-logdir={d / 'logs'}",
+            "mini",
+            f"-dir={d / 'data'}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            "-master.telemetry=false",
+            "-admin.ui=false",
+            "-webdav=false",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            f"-s3.config={d / 's3.json'}",
+            f"-filer.localSocket={d / 'filer.sock'}",
             f"-s3.localSocket={d / 's3.sock'}",
             *(f"-{flag}={port}" for flag, port in ports.items()),
         ]
 
-    def start(self, timeout: float = 60.0) -> "LocalS3Server":
+    def start(self, timeout: float = 60.0) -> LocalS3Server:
         """Launch the server and wait until an authenticated S3 request succeeds."""
         for sub in ("logs", "data"):
             (self.workdir / sub).mkdir(parents=True, exist_ok=True)
-        identities = {"identities": [{
-            "name": "admin",
-            "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
-            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-        }]}
+        identities = {
+            "identities": [
+                {
+                    "name": "admin",
+                    "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
+                    "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                }
+            ]
+        }
         (self.workdir / "s3.json").write_text(json.dumps(identities))
         last_error = ""
         for _ in range(3):  # a port picked as free may be taken before weed binds it
@@ -128,8 +149,12 @@ class LocalS3Server:
             self.port = ports["s3.port"]
             log_file = open(self.workdir / "weed.out", "ab")
             self.process = subprocess.Popen(
-                self._command(ports), stdout=log_file, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True, cwd=self.workdir,
+                self._command(ports),
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd=self.workdir,
             )
             log_file.close()
             ok, last_error = self._wait_ready(timeout)
@@ -145,10 +170,17 @@ class LocalS3Server:
         from botocore.config import Config
 
         return boto3.session.Session().client(
-            "s3", endpoint_url=self.endpoint, aws_access_key_id=self.access_key,
-            aws_secret_access_key=self.secret_key, region_name="us-east-1",
-            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1},
-                          connect_timeout=2, read_timeout=10),
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            region_name="us-east-1",
+            config=Config(
+                s3={"addressing_style": "path"},
+                retries={"max_attempts": 1},
+                connect_timeout=2,
+                read_timeout=10,
+            ),
         )
 
     def _wait_ready(self, timeout: float) -> tuple[bool, str]:
@@ -190,7 +222,7 @@ class LocalS3Server:
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
-    def __enter__(self) -> "LocalS3Server":
+    def __enter__(self) -> LocalS3Server:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -205,19 +237,23 @@ def main(argv: list[str] | None = None) -> None:
         description="Run a local S3 server (SeaweedFS) on 127.0.0.1 in the foreground and print "
         "the AWS environment variables that point this project at it. Ctrl+C stops it.",
     )
-    parser.add_argument("--dir", default=None,
-                        help="data folder (kept; default: a temp folder deleted on exit)")
+    parser.add_argument(
+        "--dir", default=None, help="data folder (kept; default: a temp folder deleted on exit)"
+    )
     parser.add_argument("--port", type=int, default=None, help="S3 port (default: a free port)")
-    parser.add_argument("--bucket", action="append", default=[],
-                        help="bucket to create (repeatable)")
+    parser.add_argument(
+        "--bucket", action="append", default=[], help="bucket to create (repeatable)"
+    )
     args = parser.parse_args(argv)
     server = LocalS3Server(workdir=args.dir, s3_port=args.port)
     server.start()
     try:
         for bucket in args.bucket:
             server.create_bucket(bucket)
-        print(f"# SeaweedFS S3 on {server.endpoint} (pid {server.process.pid}, data in "
-              f"{server.workdir}); in another shell:")
+        print(
+            f"# SeaweedFS S3 on {server.endpoint} (pid {server.process.pid}, data in "
+            f"{server.workdir}); in another shell:"
+        )
         for name, value in server.env.items():
             print(f"export {name}={value}")
         sys.stdout.flush()

@@ -6,7 +6,7 @@ resumed worker needs only its batch counter (and each source's own position) to 
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -41,7 +41,12 @@ def exact_counts(weights: Sequence[float], batch_size: int) -> list[int]:
 
 
 def batch_sources(
-    weights: Sequence[float], batch_size: int, exact: bool, seed: int, rank: int, worker: int,
+    weights: Sequence[float],
+    batch_size: int,
+    exact: bool,
+    seed: int,
+    rank: int,
+    worker: int,
     batch_index: int,
 ) -> list[int]:
     """Which source each of the ``batch_size`` slots of a batch draws from.
@@ -57,7 +62,12 @@ def batch_sources(
 
 
 def iter_batch_sources(
-    weights: Sequence[float], batch_size: int, exact: bool, seed: int, rank: int, worker: int,
+    weights: Sequence[float],
+    batch_size: int,
+    exact: bool,
+    seed: int,
+    rank: int,
+    worker: int,
     start_batch: int = 0,
 ) -> Iterator[list[int]]:
     """:func:`batch_sources` for batch ``start_batch``, ``start_batch + 1``, ..."""

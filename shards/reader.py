@@ -19,8 +19,9 @@ from __future__ import annotations
 import itertools
 import logging
 import random
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import webdataset as wds
@@ -64,13 +65,17 @@ class Position:
         return {"pass": self.pass_index, "count": self.count}
 
     @classmethod
-    def from_dict(cls, d: dict[str, int]) -> "Position":
+    def from_dict(cls, d: dict[str, int]) -> Position:
         return cls(pass_index=int(d["pass"]), count=int(d["count"]))
 
 
 # ------------------------------------------------------------------------------------ stages
 def pass_shard_list(
-    urls: Sequence[str], seed: int, pass_index: int, shuffle: bool, min_length: int = 0,
+    urls: Sequence[str],
+    seed: int,
+    pass_index: int,
+    shuffle: bool,
+    min_length: int = 0,
 ) -> wds.SimpleShardList:
     """The shards of one pass, as a webdataset source of ``{"url": ...}`` dicts.
 
@@ -103,7 +108,8 @@ def split_by_worker(worker: int, num_workers: int) -> Callable[[Iterable], Itera
 
 
 def open_shards(
-    counters: StreamCounters, policy: storage.RetryPolicy = storage.DEFAULT_RETRY,
+    counters: StreamCounters,
+    policy: storage.RetryPolicy = storage.DEFAULT_RETRY,
 ) -> Callable[[Iterable[dict]], Iterator[dict]]:
     """Open each shard (local file, or an S3 object streamed by the process's boto3 client).
 
@@ -132,8 +138,11 @@ def shard_error_handler(counters: StreamCounters) -> Callable[[Exception], bool]
         if not counters.current_failed:  # webdataset may report one damaged shard twice
             counters.current_failed = True
             counters.shard_errors += 1
-            log.warning("skipping the rest of shard %s (corrupt or truncated): %s",
-                        counters.current_url, exn.args[0] if exn.args else exn)
+            log.warning(
+                "skipping the rest of shard %s (corrupt or truncated): %s",
+                counters.current_url,
+                exn.args[0] if exn.args else exn,
+            )
         return True
 
     return handler
@@ -213,8 +222,12 @@ class SourceStream:
     each one, :attr:`position` is the place right after it.
     """
 
-    def __init__(self, config: StreamConfig, position: Position | None = None,
-                 counters: StreamCounters | None = None):
+    def __init__(
+        self,
+        config: StreamConfig,
+        position: Position | None = None,
+        counters: StreamCounters | None = None,
+    ):
         if not config.urls:
             raise ValueError("a source needs at least one shard URL")
         self.config = config
@@ -227,14 +240,20 @@ class SourceStream:
         global_workers = c.world_size * c.num_workers
         sample_seed = derive_seed(c.seed, c.source_index, pass_index, c.rank, c.worker)
         return wds.DataPipeline(
-            pass_shard_list(c.urls, derive_seed(c.seed, c.source_index), pass_index, c.shuffle,
-                            min_length=global_workers if c.resample else 0),
+            pass_shard_list(
+                c.urls,
+                derive_seed(c.seed, c.source_index),
+                pass_index,
+                c.shuffle,
+                min_length=global_workers if c.resample else 0,
+            ),
             split_by_node(c.rank, c.world_size),
             split_by_worker(c.worker, c.num_workers),
             open_shards(self.counters, c.retry),
             tar_samples(self.counters),
-            wds.shuffle(c.shuffle_buffer, initial=c.shuffle_buffer,
-                        rng=random.Random(sample_seed)) if c.shuffle else None,
+            wds.shuffle(c.shuffle_buffer, initial=c.shuffle_buffer, rng=random.Random(sample_seed))
+            if c.shuffle
+            else None,
             count_and_skip(self.position, skip),
             decode_samples(self.counters),
         )

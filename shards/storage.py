@@ -20,8 +20,9 @@ import shutil
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import IO, Callable, Iterator, TypeVar
+from typing import IO, TypeVar
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ def split_s3(url: str) -> tuple[str, str]:
 
 
 def local_path(url: str) -> str:
-    return url[7:] if url.startswith("file://") else url
+    return url.removeprefix("file://")
 
 
 def join(base: str, *parts: str) -> str:
@@ -165,12 +166,23 @@ def _is_permanent(exc: BaseException) -> bool:
     code = _s3_error_code(exc)
     if code is None:
         return False
-    return code in {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch",
-                    "400", "InvalidBucketName", "InvalidRequest", "NoSuchBucket"}
+    return code in {
+        "403",
+        "AccessDenied",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "400",
+        "InvalidBucketName",
+        "InvalidRequest",
+        "NoSuchBucket",
+    }
 
 
 def with_retries(
-    what: str, url: str, fn: Callable[[], T], policy: RetryPolicy = DEFAULT_RETRY,
+    what: str,
+    url: str,
+    fn: Callable[[], T],
+    policy: RetryPolicy = DEFAULT_RETRY,
     retry_not_found: bool = False,
 ) -> T:
     """Run ``fn`` with backoff on transient errors; raise :class:`StorageError` naming ``url``.
@@ -197,8 +209,9 @@ def with_retries(
                 transient = retry_not_found
             else:
                 err = StorageError(f"{what} {url}: {type(exc).__name__}: {exc}")
-                transient = not _is_permanent(exc) and not isinstance(exc, (PermissionError,
-                                                                            IsADirectoryError))
+                transient = not _is_permanent(exc) and not isinstance(
+                    exc, (PermissionError, IsADirectoryError)
+                )
         delay = next(delays, None) if transient else None
         if delay is None:
             if attempt > 1:
@@ -219,7 +232,9 @@ def read_bytes(url: str, policy: RetryPolicy = DEFAULT_RETRY) -> bytes:
     if is_s3(url):
         bucket, key = split_s3(url)
         return with_retries(
-            "read", url, lambda: s3_client().get_object(Bucket=bucket, Key=key)["Body"].read(),
+            "read",
+            url,
+            lambda: s3_client().get_object(Bucket=bucket, Key=key)["Body"].read(),
             policy,
         )
 
@@ -322,9 +337,11 @@ class _S3ReadStream(io.RawIOBase):
     def _open(self, retry_not_found: bool = False) -> None:
         extra = {"Range": f"bytes={self.offset}-"} if self.offset else {}
         self.body = with_retries(
-            "open", self.url,
+            "open",
+            self.url,
             lambda: s3_client().get_object(Bucket=self.bucket, Key=self.key, **extra)["Body"],
-            self.policy, retry_not_found=retry_not_found,
+            self.policy,
+            retry_not_found=retry_not_found,
         )
 
     def readable(self) -> bool:
@@ -340,14 +357,20 @@ class _S3ReadStream(io.RawIOBase):
             except Exception as exc:  # connection reset, read timeout, ...
                 delay = next(delays, None)
                 if delay is None:
-                    raise StorageError(f"read {self.url} at byte {self.offset}: "
-                                       f"{type(exc).__name__}: {exc}") from exc
-                log.warning("read %s at byte %d failed (%s); reopening in %.1fs", self.url,
-                            self.offset, type(exc).__name__, delay)
+                    raise StorageError(
+                        f"read {self.url} at byte {self.offset}: {type(exc).__name__}: {exc}"
+                    ) from exc
+                log.warning(
+                    "read %s at byte %d failed (%s); reopening in %.1fs",
+                    self.url,
+                    self.offset,
+                    type(exc).__name__,
+                    delay,
+                )
                 time.sleep(delay)
                 self.body.close()
                 self._open()
-        view[:len(data)] = data
+        view[: len(data)] = data
         self.offset += len(data)
         return len(data)
 
@@ -357,14 +380,19 @@ class _S3ReadStream(io.RawIOBase):
         super().close()
 
 
-def open_read(url: str, policy: RetryPolicy = DEFAULT_RETRY, retry_not_found: bool = False,
-              buffer_size: int = 1 << 20) -> IO[bytes]:
+def open_read(
+    url: str,
+    policy: RetryPolicy = DEFAULT_RETRY,
+    retry_not_found: bool = False,
+    buffer_size: int = 1 << 20,
+) -> IO[bytes]:
     """A readable binary stream over the object (S3: streamed, not loaded into memory, and
     re-opened at the current offset if the connection drops)."""
     if is_s3(url):
         return io.BufferedReader(_S3ReadStream(url, policy, retry_not_found), buffer_size)
-    return with_retries("open", url, lambda: open(local_path(url), "rb"), policy,
-                        retry_not_found=retry_not_found)
+    return with_retries(
+        "open", url, lambda: open(local_path(url), "rb"), policy, retry_not_found=retry_not_found
+    )
 
 
 def exists(url: str, policy: RetryPolicy = DEFAULT_RETRY) -> bool:
@@ -408,8 +436,8 @@ def listdir(url: str, policy: RetryPolicy = DEFAULT_RETRY) -> list[str]:
         names: list[str] = []
         paginator = s3_client().get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
-            names += [c["Prefix"][len(prefix):] for c in page.get("CommonPrefixes", [])]
-            names += [o["Key"][len(prefix):] for o in page.get("Contents", [])]
+            names += [c["Prefix"][len(prefix) :] for c in page.get("CommonPrefixes", [])]
+            names += [o["Key"][len(prefix) :] for o in page.get("Contents", [])]
         return sorted(n for n in names if n and n != "/")
 
     return with_retries("list", url, list_all, policy)

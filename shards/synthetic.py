@@ -14,7 +14,10 @@ from shards.writer import ShardWriter
 
 
 def synthetic_sample(
-    key: str, rng: np.random.Generator, source: str = "synthetic", num_frames: int = 1,
+    key: str,
+    rng: np.random.Generator,
+    source: str = "synthetic",
+    num_frames: int = 1,
     frame_size: tuple[int, int] = (64, 64),
 ) -> dict[str, bytes]:
     """One encoded sample: noise audio of 6-10 s (so padding is exercised), blocky frames."""
@@ -22,34 +25,52 @@ def synthetic_sample(
     audio = (0.1 * rng.standard_normal(valid)).astype(np.float32)
     h, w = frame_size
     frames = [
-        np.kron(rng.integers(0, 256, (h // 8, w // 8, 3), dtype=np.uint8),
-                np.ones((8, 8, 1), dtype=np.uint8))
+        np.kron(
+            rng.integers(0, 256, (h // 8, w // 8, 3), dtype=np.uint8),
+            np.ones((8, 8, 1), dtype=np.uint8),
+        )
         for _ in range(num_frames)
     ]
-    meta = {"source": source, "id": key, "clip_start": 0.0, "clip_duration": valid / SAMPLE_RATE,
-            "frame_times": [i * 10.0 / num_frames for i in range(num_frames)],
-            "producer": "shards.synthetic"}
+    meta = {
+        "source": source,
+        "id": key,
+        "clip_start": 0.0,
+        "clip_duration": valid / SAMPLE_RATE,
+        "frame_times": [i * 10.0 / num_frames for i in range(num_frames)],
+        "producer": "shards.synthetic",
+    }
     return encode_sample(key, audio, frames, meta)
 
 
 def write_synthetic_dataset(
-    out_url: str, num_shards: int, samples_per_shard: int | list[int], seed: int = 0,
-    name: str = "synthetic", num_frames: int = 1, frame_size: tuple[int, int] = (64, 64),
+    out_url: str,
+    num_shards: int,
+    samples_per_shard: int | list[int],
+    seed: int = 0,
+    name: str = "synthetic",
+    num_frames: int = 1,
+    frame_size: tuple[int, int] = (64, 64),
 ) -> list[str]:
     """Write ``num_shards`` shards and the index to ``out_url``; return the keys in write order.
 
     Keys are ``{name}-{shard:04d}-{i:04d}``. ``samples_per_shard`` may vary per shard.
     """
     rng = np.random.default_rng(seed)
-    counts = (samples_per_shard if isinstance(samples_per_shard, list)
-              else [samples_per_shard] * num_shards)
+    counts = (
+        samples_per_shard
+        if isinstance(samples_per_shard, list)
+        else [samples_per_shard] * num_shards
+    )
     keys = []
     for shard_id, count in enumerate(counts[:num_shards]):
         with ShardWriter(out_url, shard_id, max_samples=max(count, 1)) as writer:
             for i in range(count):
                 key = f"{name}-{shard_id:04d}-{i:04d}"
-                writer.write(synthetic_sample(key, rng, source=name, num_frames=num_frames,
-                                              frame_size=frame_size))
+                writer.write(
+                    synthetic_sample(
+                        key, rng, source=name, num_frames=num_frames, frame_size=frame_size
+                    )
+                )
                 keys.append(key)
     build_index(out_url, name=name)
     return keys

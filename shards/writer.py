@@ -23,7 +23,8 @@ import os
 import tarfile
 import tempfile
 import time
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from shards import storage
 from shards.format import FORMAT_VERSION, frame_fields, validate_sample
@@ -116,7 +117,7 @@ class ShardWriter:
     def stats_url(self) -> str:
         return storage.join(self.out_url, stats_name(self.shard_id))
 
-    def __enter__(self) -> "ShardWriter":
+    def __enter__(self) -> ShardWriter:
         if storage.is_s3(self.out_url):
             folder = tempfile.gettempdir()  # built locally, then uploaded in one piece
         else:
@@ -151,7 +152,9 @@ class ShardWriter:
     @property
     def is_full(self) -> bool:
         """No further sample fits (count limit reached)."""
-        return len(self.keys) >= self.max_samples or _tar_file_size(self.num_bytes) >= self.max_bytes
+        return (
+            len(self.keys) >= self.max_samples or _tar_file_size(self.num_bytes) >= self.max_bytes
+        )
 
     def write(self, sample: Mapping[str, Any]) -> None:
         """Append one encoded sample (from :func:`shards.format.encode_sample`).

@@ -9,7 +9,12 @@ import soundfile as sf
 from PIL import Image
 
 from shards.format import (
-    CLIP_SAMPLES, SAMPLE_RATE, SampleError, decode_sample, encode_sample, validate_sample,
+    CLIP_SAMPLES,
+    SAMPLE_RATE,
+    SampleError,
+    decode_sample,
+    encode_sample,
+    validate_sample,
 )
 
 
@@ -27,8 +32,12 @@ def test_roundtrip_pads_audio_and_keeps_jpeg_bytes():
     rng = np.random.default_rng(0)
     audio = rng.uniform(-0.9, 0.9, 100_000).astype(np.float32)
     jpeg = _jpeg(_frame(rng))
-    raw = encode_sample("clip_01", audio, [jpeg, _frame(rng, 32, 64)],
-                        {"source": "toy", "frame_times": [0.0, 5.0], "caption": "a dog"})
+    raw = encode_sample(
+        "clip_01",
+        audio,
+        [jpeg, _frame(rng, 32, 64)],
+        {"source": "toy", "frame_times": [0.0, 5.0], "caption": "a dog"},
+    )
     assert set(raw) == {"__key__", "flac", "frame0.jpg", "frame1.jpg", "json"}
     assert raw["frame0.jpg"] == jpeg  # already-encoded frames are stored unchanged
     meta = validate_sample(raw)
@@ -74,10 +83,10 @@ def test_encode_refuses_bad_arrays():
     rng = np.random.default_rng(2)
     ok = np.zeros(1000, np.float32)
     cases = [
-        (np.zeros((2, 1000), np.float32), [_frame(rng)], "flac"),     # stereo
-        (np.full(1000, np.nan, np.float32), [_frame(rng)], "flac"),   # NaN
-        (np.zeros(1000, np.int16), [_frame(rng)], "flac"),            # not float
-        (ok, [np.zeros((8, 8), np.uint8)], "frame0.jpg"),             # grey
+        (np.zeros((2, 1000), np.float32), [_frame(rng)], "flac"),  # stereo
+        (np.full(1000, np.nan, np.float32), [_frame(rng)], "flac"),  # NaN
+        (np.zeros(1000, np.int16), [_frame(rng)], "flac"),  # not float
+        (ok, [np.zeros((8, 8), np.uint8)], "frame0.jpg"),  # grey
         (ok, [_frame(rng), np.zeros((8, 8, 3), np.float32)], "frame1.jpg"),
         (ok, [b"not a jpeg"], "frame0.jpg"),
     ]

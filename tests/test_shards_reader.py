@@ -15,7 +15,10 @@ import torch
 
 from shards import storage
 from shards.loader import (
-    LoaderConfig, ShardLoader, build_eval_loader, build_train_loader,
+    LoaderConfig,
+    ShardLoader,
+    build_eval_loader,
+    build_train_loader,
 )
 from shards.mixing import batch_sources, exact_counts
 from shards.synthetic import write_synthetic_dataset
@@ -64,8 +67,9 @@ def test_train_with_fewer_shards_than_workers(tmp_path):
     url = str(tmp_path / "one")
     keys = write_synthetic_dataset(url, 1, 3, seed=3)
     for rank in range(2):
-        loader = build_train_loader([url], batch_size=2, seed=0, rank=rank, world_size=2,
-                                    num_workers=2)
+        loader = build_train_loader(
+            [url], batch_size=2, seed=0, rank=rank, world_size=2, num_workers=2
+        )
         batches = _take(loader, 6)  # endless: passes repeat the single shard
         assert all(len(b) == 2 for b in batches)
         assert set(_keys(batches)) == set(keys)
@@ -82,13 +86,19 @@ def test_exact_mix_per_batch_and_weighted_draws(tmp_path):
         assert Counter(s["__source__"] for s in batch) == {"a": 2, "b": 6}
         assert all(s["__key__"] in (a if s["__source__"] == "a" else b) for s in batch)
 
-    drawn = _take(build_train_loader(sources, batch_size=8, seed=1, num_workers=0,
-                                     exact_mix=False), 4)
+    drawn = _take(
+        build_train_loader(sources, batch_size=8, seed=1, num_workers=0, exact_mix=False), 4
+    )
     assert [s["__source__"] for bt in drawn for s in bt] == [
-        ["a", "b"][i] for bt in range(4)
-        for i in batch_sources([0.25, 0.75], 8, False, seed=1, rank=0, worker=0, batch_index=bt)]
-    slots = [i for bt in range(2000)
-             for i in batch_sources([1, 3], 8, False, seed=1, rank=0, worker=0, batch_index=bt)]
+        ["a", "b"][i]
+        for bt in range(4)
+        for i in batch_sources([0.25, 0.75], 8, False, seed=1, rank=0, worker=0, batch_index=bt)
+    ]
+    slots = [
+        i
+        for bt in range(2000)
+        for i in batch_sources([1, 3], 8, False, seed=1, rank=0, worker=0, batch_index=bt)
+    ]
     assert abs(slots.count(0) / len(slots) - 0.25) < 0.02  # 4 sigma of a binomial(16000, 1/4)
     per_batch = {Counter(batch_sources([1, 3], 8, False, 1, 0, 0, bt))[0] for bt in range(50)}
     assert len(per_batch) > 1  # independent draws: the split varies from batch to batch
@@ -115,9 +125,16 @@ def test_resume_equals_uninterrupted(storage_root, num_workers, stop):
     write_synthetic_dataset(url_b, 3, [3, 3, 2], seed=7, name="b")
 
     def make():
-        return build_train_loader([(url_a, 0.5, "a"), (url_b, 0.5, "b")], batch_size=4, seed=11,
-                                  rank=1, world_size=2, num_workers=num_workers,
-                                  sample_transform=_record_rng, shuffle_buffer=4)
+        return build_train_loader(
+            [(url_a, 0.5, "a"), (url_b, 0.5, "b")],
+            batch_size=4,
+            seed=11,
+            rank=1,
+            world_size=2,
+            num_workers=num_workers,
+            sample_transform=_record_rng,
+            shuffle_buffer=4,
+        )
 
     def signature(batches):
         return [[(s["__key__"], s["draw"]) for s in b] for b in batches]
@@ -134,8 +151,14 @@ def test_resume_equals_uninterrupted(storage_root, num_workers, stop):
     assert len({k for b in full for k, _ in b}) < total * 4  # the run did wrap around passes
 
     with pytest.raises(ValueError, match="num_workers"):
-        build_train_loader([(url_a, 0.5, "a"), (url_b, 0.5, "b")], batch_size=4, seed=11,
-                           rank=1, world_size=2, num_workers=3).load_state_dict(state)
+        build_train_loader(
+            [(url_a, 0.5, "a"), (url_b, 0.5, "b")],
+            batch_size=4,
+            seed=11,
+            rank=1,
+            world_size=2,
+            num_workers=3,
+        ).load_state_dict(state)
 
 
 def _corrupt_member(url, member, offset, data=None, truncate=False):
@@ -146,7 +169,7 @@ def _corrupt_member(url, member, offset, data=None, truncate=False):
     if truncate:
         raw = raw[:start]
     else:
-        raw[start:start + len(data)] = data
+        raw[start : start + len(data)] = data
     storage.write_bytes(url, bytes(raw))
 
 
@@ -181,7 +204,8 @@ def test_missing_shard_retries_then_fails_clearly(storage_root):
     url = storage.join(storage_root, "ds")
     write_synthetic_dataset(url, 2, 2, seed=10)
     storage.delete(storage.join(url, "000001.tar"))
-    loader = ShardLoader([url], LoaderConfig(batch_size=2, num_workers=0, resample=False,
-                                             shuffle=False, retry=FAST))
+    loader = ShardLoader(
+        [url], LoaderConfig(batch_size=2, num_workers=0, resample=False, shuffle=False, retry=FAST)
+    )
     with pytest.raises(storage.StorageNotFound, match=r"000001\.tar.*after 2 attempts"):
         _keys(loader)

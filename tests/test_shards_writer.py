@@ -49,8 +49,12 @@ def test_readback_equals_written(storage_root):
         for field, data in s.items():
             if field != "__key__":
                 assert members[f"{s['__key__']}.{field}"] == data
-        back = decode_sample({"__key__": s["__key__"], **{
-            f: members[f"{s['__key__']}.{f}"] for f in s if f != "__key__"}})
+        back = decode_sample(
+            {
+                "__key__": s["__key__"],
+                **{f: members[f"{s['__key__']}.{f}"] for f in s if f != "__key__"},
+            }
+        )
         want = decode_sample(s)
         np.testing.assert_array_equal(back["audio"], want["audio"])
         for a, b in zip(back["frames"], want["frames"]):
@@ -66,10 +70,9 @@ def test_readback_equals_written(storage_root):
 
 def test_error_inside_block_publishes_nothing(storage_root):
     rng = np.random.default_rng(1)
-    with pytest.raises(RuntimeError, match="boom"):
-        with ShardWriter(storage_root, 0) as w:
-            w.write(synthetic_sample("a", rng))
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), ShardWriter(storage_root, 0) as w:
+        w.write(synthetic_sample("a", rng))
+        raise RuntimeError("boom")
     assert storage.listdir(storage_root) == []
 
 
@@ -88,8 +91,9 @@ _KILLED_WRITER = textwrap.dedent("""
 
 
 def test_killed_writer_publishes_nothing_and_rerun_completes(storage_root):
-    proc = subprocess.Popen([sys.executable, "-c", _KILLED_WRITER, storage_root],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_WRITER, storage_root], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert proc.stdout.readline().strip() == "WRITING"
     finally:
@@ -133,10 +137,9 @@ def test_size_limits(tmp_path):
             written += 1
     assert 1 <= written < 4
     assert os.path.getsize(tmp_path / "000001.tar") <= limit
-    with pytest.raises(ValueError, match="duplicate"):
-        with ShardWriter(str(tmp_path), 2) as w:
-            w.write(samples[0])
-            w.write(samples[0])
+    with pytest.raises(ValueError, match="duplicate"), ShardWriter(str(tmp_path), 2) as w:
+        w.write(samples[0])
+        w.write(samples[0])
 
 
 def test_index_counts(storage_root):
@@ -163,8 +166,12 @@ def test_plain_webdataset_and_tar_read_a_shard(tmp_path):
     keys = write_synthetic_dataset(str(tmp_path), 1, 5, seed=4, num_frames=2)
     shard = str(tmp_path / "000000.tar")
     listing = subprocess.run(["tar", "-tf", shard], capture_output=True, text=True, check=True)
-    assert listing.stdout.split()[:4] == [f"{keys[0]}.flac", f"{keys[0]}.frame0.jpg",
-                                         f"{keys[0]}.frame1.jpg", f"{keys[0]}.json"]
+    assert listing.stdout.split()[:4] == [
+        f"{keys[0]}.flac",
+        f"{keys[0]}.frame0.jpg",
+        f"{keys[0]}.frame1.jpg",
+        f"{keys[0]}.json",
+    ]
     extracted = tmp_path / "x"
     extracted.mkdir()
     subprocess.run(["tar", "-xf", shard, "-C", str(extracted)], check=True)
