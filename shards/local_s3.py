@@ -66,6 +66,17 @@ def _free_ports(n: int) -> list[int]:
             s.close()
 
 
+def _stop_with_parent() -> None:
+    """In the forked child (Linux): SIGTERM when the starting process dies, however it dies.
+
+    A test run killed by a signal skips fixture teardown; without this its server outlives it.
+    """
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 class LocalS3Server:
     """One SeaweedFS ``mini`` server on 127.0.0.1 with one admin identity.
 
@@ -155,6 +166,7 @@ class LocalS3Server:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
                 cwd=self.workdir,
+                preexec_fn=_stop_with_parent if sys.platform == "linux" else None,
             )
             log_file.close()
             ok, last_error = self._wait_ready(timeout)
