@@ -14,6 +14,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+SAMPLE_RATE = 16000  # Hz: the rate every DenseAV audio input is at
+
 
 def normalize_waveform(
     waveform: torch.Tensor, sample_mask: torch.Tensor | None = None, eps: float = 1e-7

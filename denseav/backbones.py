@@ -1,8 +1,10 @@
 """Image and audio backbones through transformers, pretrained or built from a small config.
 
-The image backbone is a ViT-family model (DINO ViT-S/8 by default: ``ViTModel`` without pooler),
-the audio backbone a HuBERT/wav2vec2-style model (``HubertModel`` by default). Small configs build
-the very same classes with random weights; nothing here is a stand-in.
+The image backbone is a ViT-family model (DINO ViT-S/8 by default: ``ViTModel`` without pooler;
+patch tokens after a CLS token) or a convolutional ``ResNetModel`` (a feature map; its local
+receptive field suits backbones trained from scratch on little data). The audio backbone is a
+HuBERT/wav2vec2-style model (``HubertModel`` by default). Small configs build the very same
+classes with random weights; nothing here is a stand-in.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedMode
 
 # Attention projection names: transformers 5 (q_proj, ...) and older releases (query, ...).
 _QKV_NAME_SETS = (("q_proj", "k_proj", "v_proj"), ("query", "key", "value"))
+# Image backbones whose last_hidden_state is a (B, C, h, w) feature map.
+CONV_IMAGE_BACKBONES = ("resnet",)
 
 
 class BackboneNotFoundError(OSError):
@@ -80,6 +84,8 @@ def build_backbone(
         setattr(config, key, value)
     if config.model_type == "vit":
         init_kwargs["add_pooling_layer"] = False
+    if config.model_type in CONV_IMAGE_BACKBONES:
+        del init_kwargs["attn_implementation"]  # no attention to implement
 
     if source is None or not load_weights:
         return AutoModel.from_config(config, **init_kwargs)
@@ -121,6 +127,28 @@ def add_lora(model: PreTrainedModel, rank: int, alpha: float, dropout: float) ->
         r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=qkv_module_names(model)
     )
     return inject_adapter_in_model(config, model)
+
+
+def is_conv_image_backbone(model: PreTrainedModel) -> bool:
+    """True for backbones whose ``last_hidden_state`` is a ``(B, C, h, w)`` feature map."""
+    return model.config.model_type in CONV_IMAGE_BACKBONES
+
+
+def image_feature_dim(model: PreTrainedModel) -> int:
+    """Channels of the image backbone's output features."""
+    config = model.config
+    return int(config.hidden_sizes[-1] if is_conv_image_backbone(model) else config.hidden_size)
+
+
+def image_output_stride(model: PreTrainedModel) -> int:
+    """Input pixels per output feature along each side (the ViT patch size, the ResNet stride)."""
+    config = model.config
+    if not is_conv_image_backbone(model):
+        return int(config.patch_size)
+    # ResNet: a stride-2 stem convolution and a stride-2 max pool, then every stage but the first
+    # halves the resolution (the first too with downsample_in_first_stage).
+    halvings = len(config.depths) - 1 + int(config.downsample_in_first_stage)
+    return 4 * 2**halvings
 
 
 def feature_encoder_layers(model: PreTrainedModel) -> list[tuple[int, int]]:

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 AGGREGATIONS = ("multihead", "avgpool", "cls", "maxspace")
+IMAGE_FINETUNING = ("lora", "full")
+AUDIO_FRONT_ENDS = ("waveform", "log_mel")
 SIMILARITY_IMPLS = ("fused", "naive")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -47,6 +49,13 @@ class DenseAVConfig:
     attn_implementation: str = "sdpa"  # "eager" when attention weights are needed
     image_mean: tuple[float, float, float] = IMAGENET_MEAN
     image_std: tuple[float, float, float] = IMAGENET_STD
+
+    # What of the image backbone trains in phase 2: "lora" (the paper: adapters on a pretrained
+    # backbone) or "full" (every weight; for backbones trained from scratch).
+    image_finetuning: str = "lora"
+    # The audio backbone's first layer: "waveform" (its own learnable convolution) or "log_mel"
+    # (a fixed log-mel filter bank of the same window and hop; see denseav/front_end.py).
+    audio_front_end: str = "waveform"
 
     # LoRA on the image backbone's attention query/key/value projections.
     lora_rank: int = 8
@@ -103,6 +112,14 @@ class DenseAVConfig:
         if self.aggregation not in AGGREGATIONS:
             raise ValueError(
                 f"DenseAVConfig.aggregation={self.aggregation!r}; choose from {AGGREGATIONS}"
+            )
+        if self.image_finetuning not in IMAGE_FINETUNING:
+            raise ValueError(
+                f"DenseAVConfig.image_finetuning={self.image_finetuning!r}; choose from {IMAGE_FINETUNING}"
+            )
+        if self.audio_front_end not in AUDIO_FRONT_ENDS:
+            raise ValueError(
+                f"DenseAVConfig.audio_front_end={self.audio_front_end!r}; choose from {AUDIO_FRONT_ENDS}"
             )
         if self.similarity_impl not in SIMILARITY_IMPLS:
             raise ValueError(

@@ -20,9 +20,24 @@ from torch.export import register_dataclass
 
 from denseav.aggregation import similarity_matrix
 from denseav.aligners import AudioAligner, ImageAligner
-from denseav.audio import conv_output_length, downsample_mask, min_input_length, normalize_waveform
-from denseav.backbones import add_lora, architecture_dict, build_backbone, feature_encoder_layers
+from denseav.audio import (
+    SAMPLE_RATE,
+    conv_output_length,
+    downsample_mask,
+    min_input_length,
+    normalize_waveform,
+)
+from denseav.backbones import (
+    add_lora,
+    architecture_dict,
+    build_backbone,
+    feature_encoder_layers,
+    image_feature_dim,
+    image_output_stride,
+    is_conv_image_backbone,
+)
 from denseav.config import DenseAVConfig
+from denseav.front_end import install_log_mel_front_end
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -89,9 +104,12 @@ class DenseAV(nn.Module):
             attn_implementation=config.attn_implementation,
             load_weights=load_backbone_weights,
         )
-        add_lora(self.image_backbone, config.lora_rank, config.lora_alpha, config.lora_dropout)
+        if config.image_finetuning == "lora":
+            add_lora(self.image_backbone, config.lora_rank, config.lora_alpha, config.lora_dropout)
+        if config.audio_front_end == "log_mel":
+            install_log_mel_front_end(self.audio_backbone, SAMPLE_RATE)
         self.image_aligner = ImageAligner(
-            self.image_backbone.config.hidden_size, config.feature_dim
+            image_feature_dim(self.image_backbone), config.feature_dim
         )
         self.audio_aligner = AudioAligner(
             self.audio_backbone.config.hidden_size,
@@ -115,7 +133,18 @@ class DenseAV(nn.Module):
     # ----------------------------------------------------------------------------------- image
     @property
     def patch_size(self) -> int:
-        return int(self.image_backbone.config.patch_size)
+        """Input pixels per image feature along each side (ViT patch size or ResNet stride)."""
+        return image_output_stride(self.image_backbone)
+
+    @property
+    def image_size(self) -> int:
+        """The square input size the image backbone was built for (its config's ``image_size``)."""
+        size = getattr(self.image_backbone.config, "image_size", None)
+        if size is None:
+            raise ValueError(
+                "the image backbone config has no image_size: add one to image_backbone_config"
+            )
+        return int(size)
 
     def encode_image(self, images: torch.Tensor) -> ImageFeatures:
         """``(B, 3, H, W)`` in ``[0, 1]`` -> ``ImageFeatures`` (``features (B, C, H/p, W/p)``, halved
@@ -129,17 +158,21 @@ class DenseAV(nn.Module):
         if height % p or width % p:
             raise ValueError(f"image size {height}x{width} is not a multiple of the patch size {p}")
         pixels = (images - self.image_mean) / self.image_std
-        size = self.image_backbone.config.image_size
-        resize = (height, width) != (size, size)
-        hidden = self.image_backbone(
-            pixel_values=pixels, interpolate_pos_encoding=resize
-        ).last_hidden_state
-        h, w = height // p, width // p
-        patches = hidden[:, -h * w :].reshape(b, h, w, -1).permute(0, 3, 1, 2)
+        if is_conv_image_backbone(self.image_backbone):
+            patches = self.image_backbone(pixel_values=pixels).last_hidden_state
+            global_token = patches.mean(dim=(2, 3))
+        else:
+            resize = (height, width) != (self.image_size, self.image_size)
+            hidden = self.image_backbone(
+                pixel_values=pixels, interpolate_pos_encoding=resize
+            ).last_hidden_state
+            h, w = height // p, width // p
+            patches = hidden[:, -h * w :].reshape(b, h, w, -1).permute(0, 3, 1, 2)
+            global_token = hidden[:, 0]
         features = self.image_aligner(patches)
         if self.training and self.config.pool_image_in_training:
             features = F.avg_pool2d(features, kernel_size=2)
-        return ImageFeatures(features=features, cls=self.image_aligner.align_global(hidden[:, 0]))
+        return ImageFeatures(features=features, cls=self.image_aligner.align_global(global_token))
 
     # ----------------------------------------------------------------------------------- audio
     @property
@@ -229,8 +262,9 @@ class DenseAV(nn.Module):
         """Choose what trains (``requires_grad``).
 
         Phase 1: the aligners and the inverse temperature; both backbones frozen.
-        Phase 2: additionally the LoRA adapters of the image backbone and all of the audio backbone
-        (the image backbone's base weights stay frozen).
+        Phase 2: additionally all of the audio backbone and, of the image backbone, the LoRA
+        adapters (``image_finetuning="lora"``: its base weights stay frozen) or every weight
+        (``"full"``).
         """
         if phase not in (1, 2):
             raise ValueError(f"phase must be 1 or 2, got {phase!r}")
@@ -239,17 +273,23 @@ class DenseAV(nn.Module):
         trained: list[nn.Parameter] = [self.inverse_temperature]
         trained += [*self.image_aligner.parameters(), *self.audio_aligner.parameters()]
         if phase == 2:
-            trained += [p for n, p in self.image_backbone.named_parameters() if "lora_" in n]
+            trained += self.finetuned_image_parameters()
             trained += list(self.audio_backbone.parameters())
         for param in trained:
             param.requires_grad_(True)
-        # transformers' wav2vec2-style feature encoders mark their input as requiring grad in
-        # training mode (for gradient checkpointing) unless told otherwise: a frozen HuBERT would
-        # still record its whole graph and run backward through it in phase 1.
+        # transformers' wav2vec2-style feature encoders mark their input waveform as requiring
+        # grad in training mode (for gradient checkpointing, which DenseAV does not use) unless
+        # told otherwise: a frozen HuBERT would still record its whole graph and run backward
+        # through it in phase 1, and a training one would compute an unused waveform gradient.
         encoder = getattr(self.audio_backbone, "feature_extractor", None)
         if encoder is not None and hasattr(encoder, "_requires_grad"):
-            encoder._requires_grad = phase == 2
+            encoder._requires_grad = False
         self.phase = phase
+
+    def finetuned_image_parameters(self) -> list[nn.Parameter]:
+        """The image backbone parameters that train in phase 2 (LoRA adapters, or all of them)."""
+        full = self.config.image_finetuning == "full"
+        return [p for n, p in self.image_backbone.named_parameters() if full or "lora_" in n]
 
     # ------------------------------------------------------------------------------- save/load
     def resolved_config(self) -> DenseAVConfig:

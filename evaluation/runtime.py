@@ -33,7 +33,7 @@ def load_model(directory: str | os.PathLike, device: torch.device | str = "cpu")
 
 def model_image_size(model: DenseAV) -> int:
     """The square input size the image backbone was built for (224 for DINO ViT-S/8)."""
-    return int(model.image_backbone.config.image_size)
+    return model.image_size
 
 
 def image_batch(images: Sequence[np.ndarray], device: torch.device | str = "cpu") -> torch.Tensor:

@@ -284,3 +284,55 @@ def test_paper_geometry_28x28_image_tokens_and_55_audio_tokens_for_10_s():
         assert model.encode_image(torch.rand(1, 3, 224, 224)).features.shape == (1, 384, 28, 28)
         audio = model.encode_audio(torch.randn(1, 160000))
     assert audio.features.shape == (1, 384, 55)
+
+
+def test_full_image_finetuning_trains_every_image_weight_in_phase_2_only(batch):
+    model = _model(image_finetuning="full")
+    assert not any("lora_" in n for n, _ in model.named_parameters())
+    image = {n for n, _ in model.image_backbone.named_parameters()}
+    for phase in (1, 2):
+        model.set_phase(phase)
+        trains = {n for n, p in model.image_backbone.named_parameters() if p.requires_grad}
+        assert trains == (image if phase == 2 else set())
+    with pytest.raises(ValueError, match="image_finetuning"):
+        DenseAVConfig.tiny(image_finetuning="partial")
+
+
+TINY_RESNET = {
+    "model_type": "resnet",
+    "num_channels": 3,
+    "embedding_size": 8,
+    "hidden_sizes": [8, 16],
+    "depths": [1, 1],
+    "layer_type": "basic",
+    "image_size": 32,
+}
+
+
+def test_resnet_image_backbone_gives_a_stride_8_feature_map_and_round_trips(batch, tmp_path):
+    images = batch[0]
+    model = _model(image_backbone_config=TINY_RESNET, image_finetuning="full")
+    assert type(model.image_backbone).__name__ == "ResNetModel"
+    assert (model.patch_size, model.image_size) == (8, 32)
+    model.eval()
+    out = model.encode_image(images)
+    assert out.features.shape == (4, 32, 4, 4) and out.cls.shape == (4, 32)
+    # Each feature sees only its neighbourhood (receptive field 51 px): on a 64 px image, blanking
+    # one corner leaves the features of the far corner as they were.
+    large = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    changed = large.clone()
+    changed[:, :, :8, :8] = 0
+    before, after = (model.encode_image(x).features for x in (large, changed))
+    torch.testing.assert_close(after[..., -1, -1], before[..., -1, -1])
+    assert not torch.allclose(after[..., 0, 0], before[..., 0, 0])
+    model.set_phase(2)
+    model.train()
+    _step(model, batch)
+    model.eval()
+    loaded = DenseAV.from_pretrained(model.save_pretrained(tmp_path / "resnet"))
+    with torch.no_grad():
+        torch.testing.assert_close(
+            loaded.encode_image(images).features, model.encode_image(images).features
+        )
+    with pytest.raises(ValueError, match="LoRA"):
+        _model(image_backbone_config=TINY_RESNET)  # image_finetuning="lora" needs attention

@@ -78,12 +78,12 @@ def enter_phase(accelerator: Accelerator, model: DenseAV, phase: int) -> nn.Modu
 
 
 def param_groups(model: DenseAV, lr: float) -> list[dict]:
-    """Named Adam groups: aligners + temperature, image LoRA, audio backbone (logged separately).
+    """Named Adam groups: aligners + temperature, image backbone, audio backbone (logged separately).
 
-    Every parameter that trains in some phase is included; Adam skips those whose gradient is
+    Every parameter that trains in some phase is included (of the image backbone: its LoRA
+    adapters, or all of it with ``image_finetuning="full"``). Adam skips those whose gradient is
     None, so frozen parameters are neither changed nor given optimizer state.
     """
-    lora = [p for n, p in model.image_backbone.named_parameters() if "lora_" in n]
     aligners = [
         model.inverse_temperature,
         *model.image_aligner.parameters(),
@@ -91,7 +91,7 @@ def param_groups(model: DenseAV, lr: float) -> list[dict]:
     ]
     return [
         {"name": "aligners", "params": aligners, "lr": lr},
-        {"name": "image_lora", "params": lora, "lr": lr},
+        {"name": "image_backbone", "params": model.finetuned_image_parameters(), "lr": lr},
         {"name": "audio_backbone", "params": list(model.audio_backbone.parameters()), "lr": lr},
     ]
 
