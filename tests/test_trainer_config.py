@@ -55,6 +55,7 @@ def test_yaml_and_overrides(tmp_path):
         (BASE, ["--batch_size", "2.5"], ["data.batch_size", "2.5", "integer"]),
         (BASE, ["--optim.lr", "-1"], ["optim.lr=-1.0", "> 0"]),
         (BASE, ["--mixed_precision", "fp8"], ["mixed_precision='fp8'", "bf16"]),
+        (BASE, ["--optim.decay", "linear"], ["optim.decay='linear'", "cosine"]),
         (BASE, ["--grayscale_p", "1.5"], ["data.grayscale_p=1.5", "probability"]),
         (BASE, ["--nosuch", "1"], ["'nosuch'"]),
         (BASE, ["--every", "3"], ["ambiguous", "checkpoint.every", "logging.every"]),

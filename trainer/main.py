@@ -33,7 +33,7 @@ from trainer.checkpoint import CheckpointManager
 from trainer.data import build_loader
 from trainer.logger import TrainLogger, setup_python_logging
 from trainer.params import ConfigError, TrainConfig, help_text, load_config, to_dict
-from trainer.scheduler import phase_warmup_scheduler
+from trainer.scheduler import phase_scheduler
 from trainer.train import RunState, param_groups, phase_at, train
 
 log = logging.getLogger("trainer")
@@ -134,7 +134,9 @@ def run(cfg: TrainConfig) -> RunState:
         eps=cfg.optim.eps,
         weight_decay=cfg.optim.weight_decay,
     )
-    scheduler = phase_warmup_scheduler(optimizer, cfg.optim.warmup_steps, cfg.warmup_aligner_steps)
+    scheduler = phase_scheduler(
+        optimizer, cfg.optim.warmup_steps, cfg.warmup_aligner_steps, cfg.steps, cfg.optim.decay
+    )
     try:
         loader = build_loader(cfg.data, cfg.seed, rank, world)
     except (OSError, ValueError) as err:  # a missing index, an empty or unreadable dataset

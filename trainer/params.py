@@ -19,6 +19,8 @@ from typing import Any
 
 import yaml
 
+from trainer.scheduler import DECAYS
+
 
 class ConfigError(ValueError):
     """A configuration key or value is wrong; the message names it."""
@@ -74,6 +76,11 @@ class OptimConfig:
     weight_decay: float = _help("Adam (L2) weight decay.", default=0.0)
     warmup_steps: int = _help(
         "Linear learning-rate warm-up at the start of each phase (steps).", default=1000
+    )
+    decay: str = _help(
+        "Learning rate after warm-up: 'constant', or 'cosine' (from the start of phase 2 down to 0"
+        " at the last step).",
+        default="constant",
     )
     clip_grad: float = _help("Per-tensor gradient-norm clip (0 disables).", default=10.0)
     grad_accum: int = _help("Micro-batches accumulated per optimizer step.", default=1)
@@ -264,6 +271,7 @@ def validate(cfg: TrainConfig) -> None:
         "must be shorter than a 10 s clip",
     )
     _check(o.lr > 0, "optim.lr", o.lr, "must be > 0")
+    _check(o.decay in DECAYS, "optim.decay", o.decay, f"choose from {DECAYS}")
     _check(
         0 <= o.beta1 < 1 and 0 <= o.beta2 < 1,
         "optim.beta1/beta2",
