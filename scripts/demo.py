@@ -89,14 +89,14 @@ PRESETS: dict[str, Preset] = {
         name="default",
         world="demo",
         config="configs/toy_demo.yaml",
-        train_args=("--steps", "300"),
+        train_args=("--steps", "400"),
         description="about 20 minutes on 2 cores",
     ),
     "long": Preset(
         name="long",
         world="demo",
         config="configs/toy_demo.yaml",
-        train_args=("--steps", "1300"),
+        train_args=("--steps", "1500"),
         description="at most 60 minutes on 2 cores; the run the learning bar is measured on",
     ),
 }
