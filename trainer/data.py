@@ -5,7 +5,8 @@ Pipeline per process (rank)::
     shards.loader.build_train_loader      mixed sources by weight (each batch split exactly),
         |                                 split over ranks and workers, shuffled, resumable;
         |                                 undecodable samples are skipped, never duplicated
-    TrainSampleTransform (in the workers) one random frame -> the paper's image augmentations
+    TrainSampleTransform (in the workers) one random frame -> the paper's image augmentations;
+        |                                 optional audio speed and noise (trainer.audio_augment)
         |
     collate                               -> TrainBatch of tensors
         |
@@ -25,6 +26,7 @@ import torch
 from shards.format import CLIP_SAMPLES
 from shards.loader import ShardLoader, Source, build_train_loader
 from trainer.augment import ImageAugment, augment_image, pick_frame
+from trainer.audio_augment import AudioAugment, augment_audio
 from trainer.params import DataConfig
 
 
@@ -55,20 +57,24 @@ class TrainSampleTransform:
     A plain object (not a closure) so it pickles to worker processes under any start method.
     """
 
-    def __init__(self, augment: ImageAugment) -> None:
+    def __init__(self, augment: ImageAugment, audio_augment: AudioAugment | None = None) -> None:
         self.augment = augment
+        self.audio_augment = audio_augment or AudioAugment()
 
     def __call__(self, sample: dict, rng: np.random.Generator) -> dict:
         g = torch.Generator().manual_seed(int(rng.integers(0, 2**63 - 1)))
         frame = pick_frame(sample["frames"], g)
         audio = np.asarray(sample["audio"], dtype=np.float32)
-        valid = int(sample["meta"].get("valid_samples", audio.shape[0]))
+        valid = min(int(sample["meta"].get("valid_samples", audio.shape[0])), audio.shape[0])
+        image = augment_image(frame, self.augment, g)
+        if self.audio_augment.enabled:
+            audio, valid = augment_audio(audio, valid, self.audio_augment, g)
         return {
             "__key__": sample["__key__"],
             "__source__": sample.get("__source__", ""),
-            "image": augment_image(frame, self.augment, g),
+            "image": image,
             "audio": torch.from_numpy(audio),
-            "valid_samples": min(valid, audio.shape[0]),
+            "valid_samples": valid,
         }
 
 
@@ -107,7 +113,9 @@ def build_loader(cfg: DataConfig, seed: int, rank: int, world_size: int) -> Shar
         rank=rank,
         world_size=world_size,
         num_workers=cfg.num_workers,
-        sample_transform=TrainSampleTransform(image_augment(cfg)),
+        sample_transform=TrainSampleTransform(
+            image_augment(cfg), AudioAugment(speed=cfg.audio_speed, noise=cfg.audio_noise)
+        ),
         exact_mix=True,
         shuffle_buffer=cfg.shuffle_buffer,
     )

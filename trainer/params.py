@@ -60,6 +60,14 @@ class DataConfig:
     )
     color_jitter_p: float = _help("Probability of applying ColorJitter.", default=1.0)
     grayscale_p: float = _help("RandomGrayscale probability.", default=0.1)
+    audio_speed: float = _help(
+        "Audio speed perturbation: rate factor uniform in [1 - s, 1 + s] (0: off, the paper).",
+        default=0.0,
+    )
+    audio_noise: float = _help(
+        "Additive white noise: std uniform in [0, x] times the clip's std (0: off, the paper).",
+        default=0.0,
+    )
     splice: bool = _help(
         "Splice a negative audio piece of another clip into every clip.", default=True
     )
@@ -258,6 +266,8 @@ def validate(cfg: TrainConfig) -> None:
         value = getattr(d, key)
         _check(0 <= value <= 1, f"data.{key}", value, "a probability must be in [0, 1]")
     _check(0 <= d.color_jitter <= 0.5, "data.color_jitter", d.color_jitter, "must be in [0, 0.5]")
+    _check(0 <= d.audio_speed < 1, "data.audio_speed", d.audio_speed, "must be in [0, 1)")
+    _check(d.audio_noise >= 0, "data.audio_noise", d.audio_noise, "must be >= 0")
     _check(
         0 < d.splice_min_seconds <= d.splice_max_seconds,
         "data.splice_min_seconds",
