@@ -4,8 +4,8 @@ import numpy as np
 import torch
 
 from trainer.audio_augment import AudioAugment, augment_audio, change_speed
-from trainer.data import TrainSampleTransform
 from trainer.augment import ImageAugment
+from trainer.data import TrainSampleTransform
 
 
 def _tone(freq: float, n: int, rate: int = 16000) -> np.ndarray:

@@ -25,8 +25,8 @@ import torch
 
 from shards.format import CLIP_SAMPLES
 from shards.loader import ShardLoader, Source, build_train_loader
-from trainer.augment import ImageAugment, augment_image, pick_frame
 from trainer.audio_augment import AudioAugment, augment_audio
+from trainer.augment import ImageAugment, augment_image, pick_frame
 from trainer.params import DataConfig
 
 
