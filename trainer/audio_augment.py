@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from trainer.augment import uniform
+
 
 @dataclass
 class AudioAugment:
@@ -32,10 +34,6 @@ class AudioAugment:
     @property
     def enabled(self) -> bool:
         return self.speed > 0 or self.noise > 0
-
-
-def _uniform(low: float, high: float, g: torch.Generator) -> float:
-    return low + (high - low) * float(torch.rand((), generator=g, dtype=torch.float64))
 
 
 def change_speed(clip: np.ndarray, factor: float) -> np.ndarray:
@@ -60,9 +58,9 @@ def augment_audio(
     """
     clip = np.asarray(audio[:valid], dtype=np.float32)
     if cfg.speed > 0 and valid > 1:
-        clip = change_speed(clip, _uniform(1 - cfg.speed, 1 + cfg.speed, g))
+        clip = change_speed(clip, uniform(1 - cfg.speed, 1 + cfg.speed, g))
     if cfg.noise > 0 and clip.size > 1:
-        level = _uniform(0.0, cfg.noise, g) * float(clip.std())
+        level = uniform(0.0, cfg.noise, g) * float(clip.std())
         noise = torch.randn(clip.shape[0], generator=g, dtype=torch.float32).numpy()
         clip = clip + level * noise
     return clip, int(clip.shape[0])

@@ -32,7 +32,8 @@ class ImageAugment:
     grayscale_p: float = 0.1
 
 
-def _uniform(low: float, high: float, g: torch.Generator) -> float:
+def uniform(low: float, high: float, g: torch.Generator) -> float:
+    """A float uniform in ``[low, high)`` drawn from ``g`` (float64, so no rounding to ``high``)."""
     return low + (high - low) * float(torch.rand((), generator=g, dtype=torch.float64))
 
 
@@ -56,8 +57,8 @@ def crop_box(
     area = height * width
     log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
     for _ in range(10):
-        target = area * _uniform(scale[0], scale[1], g)
-        aspect = math.exp(_uniform(log_lo, log_hi, g))
+        target = area * uniform(scale[0], scale[1], g)
+        aspect = math.exp(uniform(log_lo, log_hi, g))
         w = round(math.sqrt(target * aspect))
         h = round(math.sqrt(target / aspect))
         if 0 < w <= width and 0 < h <= height:
@@ -80,8 +81,8 @@ def _gray(x: torch.Tensor) -> torch.Tensor:
 def color_jitter(x: torch.Tensor, strength: float, g: torch.Generator) -> torch.Tensor:
     """Brightness, contrast, saturation and hue changes in a random order. ``x``: ``(3, H, W)`` in [0, 1]."""
     order = torch.randperm(4, generator=g).tolist()
-    factors = [_uniform(1 - strength, 1 + strength, g) for _ in range(3)]
-    hue = _uniform(-strength, strength, g)
+    factors = [uniform(1 - strength, 1 + strength, g) for _ in range(3)]
+    hue = uniform(-strength, strength, g)
     for op in order:
         if op == 0:
             x = (x * factors[0]).clamp(0, 1)
