@@ -19,12 +19,12 @@ import itertools
 import torch
 import torch.nn.functional as F
 
-# Inner products per chunk on a CPU (4 MiB in float32, 1/540 of the volume at the paper's scale).
-# Measured on a 2-core Xeon (benchmarks/aggregation.py): 2^19-2^20 keep the matrix products
-# efficient and the max that follows reading from cache (~1.2x the plain matmul, single thread);
-# larger chunks spill the cache (~1.45x); smaller ones lose matmul efficiency (~1.6x) and, with
-# several threads, pay one thread synchronisation per op (costly when cores are shared).
-CHUNK_ELEMENTS = 1 << 20
+# Inner products per chunk on a CPU (8 MiB in float32, 1/270 of the volume at the paper's scale).
+# Measured on a 2-core Xeon (benchmarks/aggregation.py, forward at the paper's scale against the
+# matmul floor): 2^20-2^21 keep the matrix products efficient and the max that follows reading
+# from cache (1.05-1.11x with 1 thread; 2^21 1.09x, 2^20 1.14x with 2); 2^22 and larger spill the
+# cache (1.27x with 1 thread); 2^19 loses matmul efficiency (1.15x with 1 thread, 1.44x with 2).
+CHUNK_ELEMENTS = 1 << 21
 # On accelerators every op is a kernel launch: far fewer, larger chunks (64 MiB in float32, 1/35
 # of the paper-scale volume).
 ACCELERATOR_CHUNK_ELEMENTS = 1 << 24
@@ -105,11 +105,13 @@ def _image_rows(image: torch.Tensor, heads: int) -> torch.Tensor:
 class _FusedMaxSimilarity(torch.autograd.Function):
     """``best[i, j, t] = max_{k,h,w} s[i, j, k, t, h, w]`` without the volume ``s``.
 
-    Forward, per chunk of images x audio tokens and per head: one matrix product gives the chunk
-    of inner products laid out as a channels-last ``(images, tokens, H, W)`` map, and a
-    whole-image ``max_pool2d`` returns its maxima *and* their positions in one vectorised pass
-    (0.1-0.2x the matrix product's time on a CPU; ``torch.max(dim)`` costs ~0.5x). Exact ties go
-    to the first maximum in ``(head, h, w)`` order.
+    Forward, per chunk of images x audio tokens: one batched matrix product gives the chunk's
+    inner products for every head, laid out as a channels-last ``(images, tokens, heads * H, W)``
+    map, and a whole-map ``max_pool2d`` returns their maxima *and* positions in one vectorised
+    pass (~0.1x the matrix product's time on a CPU; ``torch.max(dim)`` costs ~0.5x). Stacking the
+    heads along the map's height makes the pooled index ``k * H * W + h * W + w`` directly, and
+    exact ties go to the first maximum in ``(head, h, w)`` order. The products are written into
+    one reused buffer.
 
     Backward routes the gradient through the saved argmax (``Ba * Bv * T`` small ints) rather
     than recomputing the volume: the max is piecewise linear, so ``d best / d audio[i, :, t]`` is
@@ -124,41 +126,35 @@ class _FusedMaxSimilarity(torch.autograd.Function):
     def forward(
         ctx, audio: torch.Tensor, image: torch.Tensor, heads: int, chunk_elements: int
     ) -> torch.Tensor:
-        ba, _, t = audio.shape
+        ba, c, t = audio.shape
         bv, _, h, w = image.shape
-        hw, rows = h * w, ba * t
+        hw, rows, d = h * w, ba * t, c // heads
         img_chunk, row_chunk = _chunk_sizes(
-            rows, bv, hw, chunk_elements, _parallel_images(audio.device, hw, chunk_elements)
+            rows, bv, heads * hw, chunk_elements, _parallel_images(audio.device, hw, chunk_elements)
         )
         best = torch.empty(bv, rows, dtype=audio.dtype, device=audio.device)
         small = heads * hw <= torch.iinfo(torch.int16).max
         argmax = torch.empty(
             bv, rows, dtype=torch.int16 if small else torch.int32, device=audio.device
         )
-        arows = _audio_rows(audio, heads)
+        dtype = _product_dtype(audio)
+        # (heads, D, Ba * T): every audio token as a column, per head (a copy of the audio).
+        columns = audio.reshape(ba, heads, d, t).permute(1, 2, 0, 3).reshape(heads, d, rows)
+        columns = columns.to(dtype)
+        buffer = torch.empty(img_chunk * heads * hw * row_chunk, dtype=dtype, device=audio.device)
         for j0, j1 in _chunks(bv, img_chunk):
             # (images, heads, H * W, D): a view of the image (a copy only if it has odd strides).
-            positions = _split_heads(image[j0:j1], heads).flatten(3).transpose(2, 3)
+            positions = _split_heads(image[j0:j1], heads).flatten(3).transpose(2, 3).to(dtype)
             for r0, r1 in _chunks(rows, row_chunk):
-                chunk_best, chunk_arg = None, None
-                for k in range(heads):
-                    tokens = arows[r0:r1, k].t().expand(j1 - j0, -1, -1)
-                    # (images, H * W, tokens) is a channels-last (images, tokens, H, W) map.
-                    scores = torch.bmm(positions[:, k], tokens)
-                    maps = scores.view(j1 - j0, h, w, r1 - r0).permute(0, 3, 1, 2)
-                    values, where = F.max_pool2d(maps, (h, w), return_indices=True)
-                    values, where = (
-                        values.reshape(j1 - j0, r1 - r0),
-                        where.reshape(j1 - j0, r1 - r0),
-                    )
-                    if chunk_best is None:
-                        chunk_best, chunk_arg = values, where
-                    else:  # strict: on a tie the lower head keeps it
-                        better = values > chunk_best
-                        chunk_best = torch.where(better, values, chunk_best)
-                        chunk_arg = torch.where(better, where + k * hw, chunk_arg)
-                best[j0:j1, r0:r1] = chunk_best
-                argmax[j0:j1, r0:r1] = chunk_arg
+                scores = buffer[: (j1 - j0) * heads * hw * (r1 - r0)].view(
+                    j1 - j0, heads, hw, r1 - r0
+                )
+                torch.matmul(positions, columns[:, :, r0:r1], out=scores)
+                # (images, heads * H * W, tokens) is a channels-last (images, tokens, K*H, W) map.
+                maps = scores.view(j1 - j0, heads * h, w, r1 - r0).permute(0, 3, 1, 2)
+                values, where = F.max_pool2d(maps, (heads * h, w), return_indices=True)
+                best[j0:j1, r0:r1] = values.view(j1 - j0, r1 - r0)
+                argmax[j0:j1, r0:r1] = where.view(j1 - j0, r1 - r0)
         ctx.save_for_backward(audio, image, argmax)
         ctx.heads, ctx.chunk_elements = heads, chunk_elements
         return best.view(bv, ba, t).permute(1, 0, 2)
@@ -171,9 +167,10 @@ class _FusedMaxSimilarity(torch.autograd.Function):
         ba, c, t = audio.shape
         bv, _, h, w = image.shape
         hw, rows, d = h * w, ba * t, c // heads
-        # A chunk's temporaries: D gathered features per (image, token) pair (a quarter of the
-        # forward's budget: the backward also holds the input gradients), C * H * W per image.
-        img_chunk, row_chunk = _chunk_sizes(rows, bv, d, ctx.chunk_elements // 4)
+        # A chunk's temporaries: D gathered features per (image, token) pair (an eighth of the
+        # forward's budget, 1 MiB by default on a CPU: the backward also holds the input
+        # gradients, and larger gathers were not faster), C * H * W per image.
+        img_chunk, row_chunk = _chunk_sizes(rows, bv, d, ctx.chunk_elements // 8)
         img_chunk = min(img_chunk, max(1, ctx.chunk_elements // (c * hw)))
         # (Ba, heads, T, D): a view of the audio, gathered from in place (a token-major copy
         # would be faster to gather from but costs another audio-sized buffer).
@@ -209,6 +206,14 @@ class _FusedMaxSimilarity(torch.autograd.Function):
         # contiguous copy would cost another audio-sized buffer.
         grad_audio = grad_arows.view(ba, t, c).transpose(1, 2) if need_audio else None
         return grad_audio, grad_image, None, None
+
+
+def _product_dtype(features: torch.Tensor) -> torch.dtype:
+    """The dtype autocast would give a matrix product of ``features`` (their own without it)."""
+    device = features.device.type
+    if features.is_floating_point() and torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    return features.dtype
 
 
 def _chunk_sizes(
