@@ -169,7 +169,7 @@ class _FusedMaxSimilarity(torch.autograd.Function):
         hw, rows, d = h * w, ba * t, c // heads
         # A chunk's temporaries: D gathered features per (image, token) pair (an eighth of the
         # forward's budget, 1 MiB by default on a CPU: the backward also holds the input
-        # gradients, and larger gathers were not faster), C * H * W per image.
+        # gradients), C * H * W per image.
         img_chunk, row_chunk = _chunk_sizes(rows, bv, d, ctx.chunk_elements // 8)
         img_chunk = min(img_chunk, max(1, ctx.chunk_elements // (c * hw)))
         # (Ba, heads, T, D): a view of the audio, gathered from in place (a token-major copy
