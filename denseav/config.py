@@ -176,10 +176,12 @@ class DenseAVConfig:
         """Randomly initialised small ViT (96 px, patch 8) and HuBERT (16 kHz in, 50 Hz out), 2 heads.
 
         Sized so a batch of 16 ten-second clips trains on a CPU: a two-layer conv feature encoder
-        (a 25 ms filter bank at a 10 ms hop, then stride 2: 320 samples per frame, like HuBERT's),
-        3 transformer layers of width 64, no dropout. Both backbones start from random weights,
-        so the whole image backbone trains in phase 2 (not only LoRA adapters): on the toy world,
-        adapters on a random ViT left held-out segmentation at chance.
+        (a fixed 25 ms log-mel filter bank at a 10 ms hop, then a learned stride-2 conv: 320
+        samples per frame, like HuBERT's), 3 transformer layers of width 64, no dropout. Both
+        backbones start from random weights, so the whole image backbone trains in phase 2 (not
+        only LoRA adapters): on the toy world, adapters on a random ViT left held-out segmentation
+        at chance; and the audio starts from standardised log-mel frames, from which a random
+        HuBERT learns words several times faster than from its own waveform layer.
         """
         settings: dict[str, Any] = {
             "image_backbone": None,
@@ -202,9 +204,9 @@ class DenseAVConfig:
                 "num_hidden_layers": 3,
                 "num_attention_heads": 4,
                 "intermediate_size": 128,
-                # A learnable 25 ms / 10 ms filter bank (or, with audio_front_end="log_mel", a
-                # fixed log-mel one), then 2x: 50 Hz like HuBERT's own 7-layer encoder, ~3x
-                # cheaper per step than a 4-layer stack at stride 5 first.
+                # A 25 ms / 10 ms filter bank (fixed log-mel here, learnable with
+                # audio_front_end="waveform"), then 2x: 50 Hz like HuBERT's own 7-layer encoder,
+                # ~3x cheaper per step than a 4-layer stack at stride 5 first.
                 "conv_dim": [64, 64],
                 "conv_kernel": [400, 4],
                 "conv_stride": [160, 2],
@@ -215,6 +217,7 @@ class DenseAVConfig:
                 "activation_dropout": 0.0,
             },
             "image_finetuning": "full",
+            "audio_front_end": "log_mel",
             "feature_dim": 64,
             "heads": 2,
             "audio_attention_heads": 4,

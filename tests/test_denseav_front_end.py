@@ -32,7 +32,20 @@ def test_zero_padding_does_not_change_the_frames_of_valid_audio():
     speech = torch.randn(1, 1, 8000) * torch.linspace(0.1, 1.0, 8000)
     padded = torch.cat([speech, torch.zeros(1, 1, 24000)], dim=-1)
     inside = (8000 - 400) // 160 + 1
-    torch.testing.assert_close(bank(padded)[..., :inside], bank(speech))
+    out = bank(padded)
+    torch.testing.assert_close(out[..., :inside], bank(speech))
+    # Frames reaching into the padding use the clip's statistics; frames of padding alone are 0.
+    assert torch.isfinite(out).all()
+    assert (out[..., 8000 // 160 + 1 :] == 0).all()
+
+
+def test_frames_are_standardised_and_loudness_is_removed():
+    bank = LogMelFilterbank(window=400, hop=160, n_mels=32)
+    noise = torch.randn(1, 1, 16000) * torch.linspace(0.2, 1.0, 16000)
+    frames = bank(noise)
+    torch.testing.assert_close(frames.mean(), torch.tensor(0.0), atol=1e-4, rtol=0)
+    torch.testing.assert_close(frames.std(unbiased=False), torch.tensor(1.0), atol=1e-3, rtol=0)
+    torch.testing.assert_close(bank(noise * 30.0), frames, atol=1e-4, rtol=0)
 
 
 def _tiny_with_a_5ms_window(**changes) -> DenseAVConfig:
