@@ -66,16 +66,22 @@ class LogMelFilterbank(nn.Module):
             )
         # Derived from the settings, never trained: kept out of the state dict.
         self.register_buffer("mel", torch.from_numpy(mel).float(), persistent=False)
+        # Each frequency's row twice, so that (re^2, im^2) pairs are summed by the projection.
+        self.register_buffer(
+            "mel_per_component", self.mel.repeat_interleave(2, dim=0), persistent=False
+        )
         self.register_buffer("window", torch.hann_window(window), persistent=False)
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         """``(B, 1, N) -> (B, n_mels, T)``, standardised over the clip's frames and bands."""
-        frames = waveform[:, 0].unfold(-1, self.window_length, self.hop)  # (B, T, window)
+        signal = waveform[:, 0]
+        frames = signal.unfold(-1, self.window_length, self.hop)  # (B, T, window)
         spectrum = torch.view_as_real(torch.fft.rfft(frames * self.window, dim=-1))
-        power = spectrum.square().sum(dim=-1)  # (B, T, window // 2 + 1)
-        log_mel = torch.log10((power @ self.mel).clamp_min(LOG_FLOOR))  # (B, T, n_mels)
-        sounding = (frames != 0).any(dim=-1, keepdim=True).to(log_mel.dtype)  # (B, T, 1)
-        inside = (frames != 0).all(dim=-1, keepdim=True).to(log_mel.dtype)
+        power_pairs = spectrum.square().flatten(-2)  # (B, T, 2 * (window // 2 + 1))
+        log_mel = torch.log10((power_pairs @ self.mel_per_component).clamp_min(LOG_FLOOR))
+        zeros = self.zeros_per_frame(signal, frames.shape[1]).to(log_mel.dtype)  # (B, T, 1)
+        sounding = (zeros < self.window_length).to(log_mel.dtype)
+        inside = (zeros == 0).to(log_mel.dtype)
         # A clip too short (or too sparse) for a whole frame without zeros: every sounding frame.
         weight = torch.where(inside.sum(dim=1, keepdim=True) > 0, inside, sounding)
         count = (weight.sum(dim=1, keepdim=True) * self.n_mels).clamp_min(1.0)
@@ -83,6 +89,12 @@ class LogMelFilterbank(nn.Module):
         var = ((log_mel - mean).square() * weight).sum(dim=(1, 2), keepdim=True) / count
         normed = (log_mel - mean) * torch.rsqrt(var + EPS) * sounding
         return normed.transpose(1, 2)
+
+    def zeros_per_frame(self, signal: torch.Tensor, frames: int) -> torch.Tensor:
+        """``(B, N)`` samples -> ``(B, T, 1)`` exact-zero samples in each frame, in O(N)."""
+        seen = torch.nn.functional.pad((signal == 0).cumsum(dim=-1), (1, 0))  # (B, N + 1)
+        starts = torch.arange(frames, device=signal.device) * self.hop
+        return (seen[:, starts + self.window_length] - seen[:, starts]).unsqueeze(-1)
 
 
 def install_log_mel_front_end(backbone: PreTrainedModel, sample_rate: int = 16000) -> None:

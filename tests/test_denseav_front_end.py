@@ -82,3 +82,14 @@ def test_unknown_front_end_and_too_short_window_are_named():
         DenseAVConfig.tiny(audio_front_end="mfcc")
     with pytest.raises(ValueError, match="conv_kernel"):  # tiny's 10-sample first kernel
         DenseAV(DenseAVConfig.tiny(audio_front_end="log_mel"))
+
+
+def test_zero_counts_per_frame_match_counting_each_frame():
+    bank = LogMelFilterbank(window=400, hop=160, n_mels=32)
+    signal = torch.randn(3, 4000)
+    signal[0, 1000:1500] = 0
+    signal[1, 3000:] = 0
+    signal[2, ::7] = 0
+    frames = signal.unfold(-1, 400, 160)
+    expected = (frames == 0).sum(dim=-1, keepdim=True)
+    torch.testing.assert_close(bank.zeros_per_frame(signal, frames.shape[1]), expected)
