@@ -34,6 +34,7 @@ from shards.synthetic import write_synthetic_dataset
 from trainer.data import build_loader, collate
 from trainer.main import build_model_config
 from trainer.params import DataConfig, DatasetSpec, TrainConfig
+from trainer.splice import DonorClips
 from trainer.train import (
     apply_gradients,
     enter_phase,
@@ -54,6 +55,7 @@ def timed_steps(accelerator, model, loss_fn, optimizer, cfg, next_batch, phase, 
     wrapped = enter_phase(accelerator, model, phase)
     wait = 0.0
     start = 0.0
+    donors = None  # the first step has no previous batch to splice from, as in training
     for i in range(warmup + steps):
         if i == warmup:
             start, wait = time.perf_counter(), 0.0
@@ -62,8 +64,16 @@ def timed_steps(accelerator, model, loss_fn, optimizer, cfg, next_batch, phase, 
         wait += time.perf_counter() - t0
         optimizer.zero_grad(set_to_none=True)
         forward_backward(
-            accelerator, wrapped, model, loss_fn, batch, cfg, step_generators(cfg.seed, 0, i, 0)
+            accelerator,
+            wrapped,
+            model,
+            loss_fn,
+            batch,
+            donors,
+            cfg,
+            step_generators(cfg.seed, 0, i, 0),
         )
+        donors = DonorClips(batch.audio, batch.valid_samples)
         apply_gradients(accelerator, model, optimizer, cfg.optim.clip_grad)
     return (time.perf_counter() - start) / steps, wait / steps
 

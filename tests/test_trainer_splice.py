@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from trainer.splice import (
+    DonorClips,
     Splice,
     apply_splices,
     crossfade_samples,
@@ -49,30 +50,35 @@ def _batch(b=4, n=10 * SR, seed=0):
 
 
 def test_drawn_splices_respect_the_ranges():
-    audio, valid = _batch()
+    _, valid = _batch()
+    donor_valid = torch.tensor([10 * SR, 3 * SR, int(1.5 * SR)])
     for seed in range(20):
         splices = draw_splices(
-            valid, audio.shape[1], torch.Generator().manual_seed(seed), SR, 1.0, 4.0
+            valid, donor_valid, torch.Generator().manual_seed(seed), SR, 1.0, 4.0
         )
         for i, sp in enumerate(splices):
-            assert sp.donor != i
-            assert SR <= sp.length <= min(4 * SR, int(valid[sp.donor]))
-            assert 0 <= sp.src and sp.src + sp.length <= valid[sp.donor]
-            assert 0 <= sp.dst and sp.dst + sp.length <= audio.shape[1]
+            if sp is None:  # the piece would not fit inside the clip's own audio
+                assert valid[i] <= min(4 * SR, int(donor_valid.max()))
+                continue
+            assert SR <= sp.length <= min(4 * SR, int(donor_valid[sp.donor]))
+            assert 0 <= sp.src and sp.src + sp.length <= donor_valid[sp.donor]
+            assert 0 <= sp.dst and sp.dst + sp.length < valid[i]  # inside the clip's own audio
+    assert draw_splices(valid, torch.zeros(0), torch.Generator(), SR) == [None] * len(valid)
 
 
 def test_applied_splice_mixes_audio_and_masks_by_the_crossfade():
     audio, valid = _batch()
     n = audio.shape[1]
-    # Clip 1 (5 s valid) gets 3 s of clip 0 starting 1 s before its padding begins.
+    donor_audio, _ = _batch(seed=1)
+    # Clip 1 (5 s valid) gets 3 s of donor 0 starting 1 s before its padding begins.
     plan = [None, Splice(donor=0, src=1000, dst=4 * SR, length=3 * SR), None, None]
-    out = apply_splices(audio, valid, plan, SR)
+    out = apply_splices(audio, valid, plan, donor_audio, SR)
     fade = crossfade_samples(3 * SR, SR)
     assert fade == int(0.75 * SR)
     w = raised_cosine_window(3 * SR, fade)
     where = slice(4 * SR, 7 * SR)
     torch.testing.assert_close(
-        out.audio[1, where], audio[1, where] * (1 - w) + audio[0, 1000 : 1000 + 3 * SR] * w
+        out.audio[1, where], audio[1, where] * (1 - w) + donor_audio[0, 1000 : 1000 + 3 * SR] * w
     )
     assert torch.equal(out.audio[1, : 4 * SR], audio[1, : 4 * SR])
     assert torch.equal(out.audio[1, 7 * SR :], audio[1, 7 * SR :])
@@ -98,16 +104,39 @@ def test_applied_splice_mixes_audio_and_masks_by_the_crossfade():
 
 def test_splice_is_deterministic_for_a_seed():
     audio, valid = _batch()
-    a = splice_negatives(audio, valid, torch.Generator().manual_seed(7), SR)
-    b = splice_negatives(audio, valid, torch.Generator().manual_seed(7), SR)
-    c = splice_negatives(audio, valid, torch.Generator().manual_seed(8), SR)
+    donors = DonorClips(*_batch(seed=1))
+    a = splice_negatives(audio, valid, donors, torch.Generator().manual_seed(7), SR)
+    b = splice_negatives(audio, valid, donors, torch.Generator().manual_seed(7), SR)
+    c = splice_negatives(audio, valid, donors, torch.Generator().manual_seed(8), SR)
     assert torch.equal(a.audio, b.audio) and torch.equal(a.negative_mask, b.negative_mask)
     assert not torch.equal(a.negative_mask, c.negative_mask)
 
 
-def test_single_clip_batch_only_masks_padding():
+def test_pieces_come_from_the_donors_and_stay_inside_each_clip():
+    audio, valid = _batch()
+    donors = DonorClips(torch.full((2, audio.shape[1]), 0.25), torch.tensor([10 * SR, 10 * SR]))
+    out = splice_negatives(audio, valid, donors, torch.Generator().manual_seed(3), SR, 1.0, 2.0)
+    for i in range(len(valid)):
+        inside = out.splice_mask[i] > 0
+        assert inside.any()  # 1-2 s pieces fit in every clip (the shortest is 2.5 s)
+        assert not inside[valid[i] :].any()
+        w = out.splice_mask[i, inside]
+        torch.testing.assert_close(out.audio[i, inside], audio[i, inside] * (1 - w) + 0.25 * w)
+    assert torch.equal(out.sample_mask, (torch.arange(audio.shape[1]) < valid[:, None]).float())
+
+
+def test_a_state_dict_round_trip_keeps_the_donors():
+    donors = DonorClips(*_batch())
+    again = DonorClips.from_state_dict(donors.state_dict())
+    assert torch.equal(again.audio, donors.audio)
+    assert torch.equal(again.valid_samples, donors.valid_samples)
+
+
+def test_without_donors_only_padding_is_negative():
     audio, valid = _batch(b=2)
-    out = splice_negatives(audio[1:], valid[1:], torch.Generator().manual_seed(0), SR)
-    assert int(out.donors[0]) == -1
-    assert torch.equal(out.audio, audio[1:])
-    assert torch.equal(out.negative_mask[0], (torch.arange(audio.shape[1]) >= valid[1]).float())
+    out = apply_splices(audio, valid, [None, None], None, SR)
+    assert out.donors.tolist() == [-1, -1]
+    assert torch.equal(out.audio, audio)
+    assert torch.equal(out.negative_mask[1], (torch.arange(audio.shape[1]) >= valid[1]).float())
+    with pytest.raises(ValueError, match="donor_audio"):
+        apply_splices(audio, valid, [Splice(0, 0, 0, 10), None], None, SR)

@@ -110,6 +110,7 @@ class LoadedCheckpoint:
     scheduler: dict
     data_state: Any
     trainer_state: dict
+    process_state: dict
 
 
 class CheckpointManager:
@@ -183,13 +184,23 @@ class CheckpointManager:
         scaler: Any,
         data_state: Any,
         extra: dict,
+        process_state: dict | None = None,
     ) -> str:
-        """Write the checkpoint of ``step`` collectively (every process calls this). Returns its URL."""
+        """Write the checkpoint of ``step`` collectively (every process calls this). Returns its URL.
+
+        ``data_state`` (the reader's position) and ``process_state`` (anything else this process
+        needs to continue exactly) are saved per process; ``extra`` once, in the trainer state.
+        """
         url = storage.join(self.root, step_dir_name(step))
         if self.rank == 0:
             storage.delete(url, recursive=True)  # a torn attempt at the same step
         self.barrier()
-        rank_state = {"rng": rng_state(), "data": data_state, "step": step}
+        rank_state = {
+            "rng": rng_state(),
+            "data": data_state,
+            "process": process_state or {},
+            "step": step,
+        }
         storage.write_bytes(storage.join(url, f"rank-{self.rank}.pt"), _torch_bytes(rank_state))
         if self.rank == 0:
             _publish_safetensors(model_tensors(model), storage.join(url, "model.safetensors"))
@@ -261,4 +272,5 @@ class CheckpointManager:
             scheduler=state["scheduler"],
             data_state=rank_state["data"],
             trainer_state=state,
+            process_state=rank_state.get("process", {}),
         )

@@ -34,6 +34,7 @@ from trainer.data import build_loader
 from trainer.logger import TrainLogger, setup_python_logging
 from trainer.params import ConfigError, TrainConfig, help_text, load_config, to_dict
 from trainer.scheduler import phase_scheduler
+from trainer.splice import DonorClips
 from trainer.train import RunState, param_groups, phase_at, train
 
 log = logging.getLogger("trainer")
@@ -146,7 +147,12 @@ def run(cfg: TrainConfig) -> RunState:
         restored = checkpoints.load(resume_url, model, optimizer, accelerator.scaler)
         scheduler.load_state_dict(restored.scheduler)
         loader.load_state_dict(restored.data_state)
-        state = RunState(step=restored.step, phase=restored.phase)
+        donors = restored.process_state.get("splice_donors")
+        state = RunState(
+            step=restored.step,
+            phase=restored.phase,
+            splice_donors=DonorClips.from_state_dict(donors) if donors else None,
+        )
         log.info("resumed from %s at step %d (phase %d)", resume_url, state.step, state.phase)
     accelerator.wait_for_everyone()
     checkpoints.remove_torn()

@@ -38,7 +38,7 @@ from trainer.data import TrainBatch, collate
 from trainer.distributed import gather_no_grad, gather_with_grad, is_distributed, local_offset
 from trainer.logger import TrainLogger
 from trainer.params import TrainConfig
-from trainer.splice import SplicedAudio, apply_splices, splice_negatives
+from trainer.splice import DonorClips, SplicedAudio, apply_splices, splice_negatives
 
 log = logging.getLogger("trainer")
 
@@ -112,18 +112,22 @@ def clip_per_tensor(parameters: list[nn.Parameter], max_norm: float) -> tuple[fl
     return float(norms.max()), clipped
 
 
-def splice_batch(batch: TrainBatch, cfg: TrainConfig, generator: torch.Generator) -> SplicedAudio:
-    """Negative audio pieces for the batch (or only the padding masks when splicing is off)."""
-    if cfg.data.splice:
+def splice_batch(
+    batch: TrainBatch, donors: DonorClips | None, cfg: TrainConfig, generator: torch.Generator
+) -> SplicedAudio:
+    """Negative audio pieces for the batch, cut from ``donors`` (only the padding masks when
+    splicing is off or there are no donors yet: the first micro-batch of a run)."""
+    if cfg.data.splice and donors is not None:
         return splice_negatives(
             batch.audio,
             batch.valid_samples,
+            donors,
             generator,
             SAMPLE_RATE,
             cfg.data.splice_min_seconds,
             cfg.data.splice_max_seconds,
         )
-    return apply_splices(batch.audio, batch.valid_samples, [None] * len(batch), SAMPLE_RATE)
+    return apply_splices(batch.audio, batch.valid_samples, [None] * len(batch), None, SAMPLE_RATE)
 
 
 def _float(features: AudioFeatures | ImageFeatures) -> AudioFeatures | ImageFeatures:
@@ -180,18 +184,20 @@ def forward_backward(
     model: DenseAV,
     loss_fn: DenseAVLoss,
     batch: TrainBatch,
+    donors: DonorClips | None,
     cfg: TrainConfig,
     generators: tuple[torch.Generator, torch.Generator],
     sync: bool = True,
 ) -> dict[str, torch.Tensor]:
-    """Splice, encode, global-batch loss and backward for one micro-batch; returns the loss terms.
+    """Splice (pieces of ``donors``), encode, global-batch loss and backward for one micro-batch;
+    returns the loss terms.
 
     ``sync=False`` skips DDP's gradient all-reduce (all but the last micro-batch of a step).
     The loss is divided by ``optim.grad_accum`` before backward.
     """
     g_splice, g_loss = generators
     device = accelerator.device
-    spliced = splice_batch(batch, cfg, g_splice)
+    spliced = splice_batch(batch, donors, cfg, g_splice)
     context = contextlib.nullcontext() if sync else accelerator.no_sync(wrapped)
     with context:
         out = wrapped(
@@ -223,10 +229,12 @@ def apply_gradients(
 
 @dataclass
 class RunState:
-    """Where the run is: optimizer steps done and the current phase."""
+    """Where the run is: optimizer steps done, the current phase, and this process's previous
+    micro-batch (the clips the next one splices its negative pieces from)."""
 
     step: int
     phase: int
+    splice_donors: DonorClips | None = None
 
 
 def train(
@@ -272,10 +280,12 @@ def train(
                 model,
                 loss_fn,
                 batch,
+                state.splice_donors,
                 cfg,
                 step_generators(cfg.seed, rank, state.step, micro),
                 sync=micro == accum - 1,
             )
+            state.splice_donors = DonorClips(batch.audio, batch.valid_samples)
             for name, value in terms.items():
                 totals[name] = totals.get(name, 0.0) + value / accum
         grad_max, clipped = apply_gradients(accelerator, model, optimizer, cfg.optim.clip_grad)
@@ -324,6 +334,7 @@ def train(
                 accelerator.scaler,
                 loader.state_dict(),
                 {"seed": cfg.seed},
+                {"splice_donors": state.splice_donors and state.splice_donors.state_dict()},
             )
             log.info("step %d: checkpoint written to %s", state.step, url)
     return state
