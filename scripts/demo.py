@@ -89,15 +89,15 @@ PRESETS: dict[str, Preset] = {
         name="default",
         world="demo",
         config="configs/toy_demo.yaml",
-        train_args=("--steps", "400"),
-        description="about 20 minutes on 2 cores",
+        train_args=("--steps", "1200"),
+        description="about 15 minutes on 2 cores from scratch",
     ),
     "long": Preset(
         name="long",
         world="demo",
         config="configs/toy_demo.yaml",
-        train_args=("--steps", "1500"),
-        description="at most 60 minutes on 2 cores; the run the learning bar is measured on",
+        train_args=("--steps", "3000"),
+        description="about 35 minutes on 2 cores; the run the learning bar is measured on",
     ),
 }
 
