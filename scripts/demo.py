@@ -538,9 +538,10 @@ class Demo:
                 f" {m['sound_retrieval_pool']}-way (sound), no two clips naming the same content;"
                 f" sound head: {m['sound_head']}"
             ),
-            "- R@5/R@10: " + ", ".join(
-                f"{k} {m[f'{k}_retrieval_{d}_R@{n}']:.3f}" for k in ("speech", "sound")
-                for d in ("a2v", "v2a") for n in (5, 10)),
+            "- R@5 / R@10: " + "; ".join(
+                f"{k} {label} {m[f'{k}_retrieval_{d}_R@5']:.3f} / {m[f'{k}_retrieval_{d}_R@10']:.3f}"
+                for k in ("speech", "sound")
+                for d, label in (("a2v", "A->V"), ("v2a", "V->A"))),
         ]
         if "ablation" in m:
             lines += ["", "Ablation (same budget): " + ", ".join(
