@@ -24,9 +24,9 @@ import torch
 
 from denseav.config import DenseAVConfig
 from denseav.model import DenseAV
+from shards.format import CLIP_SAMPLES
 
 FRONT_ENDS = ("waveform", "log_mel")
-CLIP_SAMPLES = 160_000
 
 
 def build(preset: str, front_end: str) -> DenseAV:
