@@ -64,13 +64,19 @@ class LogMelFilterbank(nn.Module):
                 f"a log-mel front end of {n_mels} bands needs a longer window than {window} "
                 f"samples (some bands would be empty): raise conv_kernel[0] or lower conv_dim[0]"
             )
-        # Derived from the settings, never trained: kept out of the state dict.
-        self.register_buffer("mel", torch.from_numpy(mel).float(), persistent=False)
-        # Each frequency's row twice, so that (re^2, im^2) pairs are summed by the projection.
+        # Derived from the settings, never trained: kept out of the state dict. Each frequency's
+        # row twice, so that the projection sums the (re^2, im^2) pair of every bin.
         self.register_buffer(
-            "mel_per_component", self.mel.repeat_interleave(2, dim=0), persistent=False
+            "mel_per_component",
+            torch.from_numpy(mel).float().repeat_interleave(2, dim=0),
+            persistent=False,
         )
         self.register_buffer("window", torch.hann_window(window), persistent=False)
+
+    @property
+    def mel(self) -> torch.Tensor:
+        """``(window // 2 + 1, n_mels)`` mel filter bank: weight of each frequency bin per band."""
+        return self.mel_per_component[::2]
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         """``(B, 1, N) -> (B, n_mels, T)``, standardised over the clip's frames and bands."""
