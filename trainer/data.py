@@ -10,10 +10,11 @@ Pipeline per process (rank)::
         |
     collate                               -> TrainBatch of tensors
         |
-    trainer.splice (training process)     negative audio pieces from other clips of the batch
+    trainer.splice (training process)     negative audio pieces from the previous micro-batch
 
-The splice happens on the collated batch because it needs other clips' audio; its randomness
-comes from a generator seeded by (seed, rank, step, micro-batch), so it is exact on resume.
+The splice happens in the training process because it needs other clips' audio (the process's
+previous micro-batch, saved in checkpoints); its randomness comes from a generator seeded by
+(seed, rank, step, micro-batch), so it is exact on resume.
 """
 
 from __future__ import annotations
