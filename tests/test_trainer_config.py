@@ -31,12 +31,15 @@ def test_yaml_and_overrides(tmp_path):
             "tiny",
             "--logging.trackers",
             "[]",
+            "--data.splice_max_fraction",
+            "0.4",
         ],
     )
     assert cfg.steps == 50 and cfg.optim.lr == 1e-4 and cfg.optim.warmup_steps == 7
     assert cfg.data.batch_size == 4 and cfg.seed == 3
     assert cfg.model == {"preset": "tiny"} or cfg.model["preset"] == "tiny"
-    assert cfg.logging.trackers == []
+    assert cfg.logging.trackers == [] and cfg.data.splice_max_fraction == 0.4
+    assert load_config(path).data.splice_max_fraction is None  # the published code: no cap
     assert [d.url for d in cfg.data.datasets] == ["/d/audioset", "/d/places"]
     # Defaults are the paper's.
     assert cfg.warmup_aligner_steps == 3000 and cfg.optim.clip_grad == 10.0
@@ -57,6 +60,7 @@ def test_yaml_and_overrides(tmp_path):
         (BASE, ["--mixed_precision", "fp8"], ["mixed_precision='fp8'", "bf16"]),
         (BASE, ["--optim.decay", "linear"], ["optim.decay='linear'", "cosine"]),
         (BASE, ["--grayscale_p", "1.5"], ["data.grayscale_p=1.5", "probability"]),
+        (BASE, ["--splice_max_fraction", "1.5"], ["data.splice_max_fraction=1.5", "(0, 1)"]),
         (BASE, ["--nosuch", "1"], ["'nosuch'"]),
         (BASE, ["--every", "3"], ["ambiguous", "checkpoint.every", "logging.every"]),
         (BASE, ["--steps"], ["--steps needs a value"]),

@@ -66,6 +66,20 @@ def test_drawn_splices_respect_the_ranges():
     assert draw_splices(valid, torch.zeros(0), torch.Generator(), SR) == [None] * len(valid)
 
 
+def test_max_fraction_caps_the_piece_at_a_share_of_the_clip():
+    valid = torch.tensor([10 * SR, int(2.5 * SR), int(1.5 * SR)])
+    donor_valid = torch.tensor([10 * SR])
+    lengths = {i: set() for i in range(3)}
+    for seed in range(30):
+        g = torch.Generator().manual_seed(seed)
+        for i, sp in enumerate(draw_splices(valid, donor_valid, g, SR, 1.0, 4.0, 0.4)):
+            assert sp is not None  # a capped piece always fits inside the clip
+            assert sp.length <= int(0.4 * valid[i]) and sp.dst + sp.length < valid[i]
+            lengths[i].add(sp.length)
+    assert max(lengths[0]) > 3 * SR  # 10 s clips: the 1-4 s range is untouched
+    assert lengths[1] == {SR} and lengths[2] == {int(0.6 * SR)}  # short clips: cut to 40 %
+
+
 def test_applied_splice_mixes_audio_and_masks_by_the_crossfade():
     audio, valid = _batch()
     n = audio.shape[1]

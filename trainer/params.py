@@ -73,6 +73,11 @@ class DataConfig:
     )
     splice_min_seconds: float = _help("Shortest spliced negative piece (seconds).", default=1.0)
     splice_max_seconds: float = _help("Longest spliced negative piece (seconds).", default=4.0)
+    splice_max_fraction: float | None = _help(
+        "Cap on a piece's length as a fraction of the clip's own audio (null: no cap, the "
+        "published code). 0.4 keeps the published 4 s in 10 s on clips shorter than 10 s.",
+        default=None,
+    )
 
 
 @dataclass
@@ -279,6 +284,12 @@ def validate(cfg: TrainConfig) -> None:
         "data.splice_max_seconds",
         d.splice_max_seconds,
         "must be shorter than a 10 s clip",
+    )
+    _check(
+        d.splice_max_fraction is None or 0 < d.splice_max_fraction < 1,
+        "data.splice_max_fraction",
+        d.splice_max_fraction,
+        "must be null or in (0, 1)",
     )
     _check(o.lr > 0, "optim.lr", o.lr, "must be > 0")
     _check(o.decay in DECAYS, "optim.decay", o.decay, f"choose from {DECAYS}")

@@ -106,6 +106,7 @@ def draw_splices(
     sample_rate: int = 16000,
     min_seconds: float = 1.0,
     max_seconds: float = 4.0,
+    max_fraction: float | None = None,
 ) -> list[Splice | None]:
     """Choose, for every clip, a donor clip and a piece of its valid audio to mix in.
 
@@ -113,6 +114,8 @@ def draw_splices(
         valid_samples: ``(B,)`` real (non-padded) samples per clip.
         donor_valid_samples: ``(D,)`` real samples per donor clip.
         generator: the source of every random choice.
+        max_fraction: if set, a piece is at most this fraction of the clip's own audio (the
+            drawn length is cut down to it).
     Returns:
         One :class:`Splice` per clip, placed inside the clip's own audio; None when there are no
         donors or the piece would not fit (a clip no longer than the piece).
@@ -127,6 +130,8 @@ def draw_splices(
         donor = _uniform_int(0, donor_valid_samples.numel() - 1, generator)
         donor_len = int(donor_valid_samples[donor])
         length = min(_uniform_int(lo, hi, generator), donor_len)
+        if max_fraction is not None:
+            length = min(length, int(max_fraction * own))
         if length < 2 or length >= own:
             out.append(None)
             continue
@@ -182,6 +187,7 @@ def splice_negatives(
     sample_rate: int = 16000,
     min_seconds: float = 1.0,
     max_seconds: float = 4.0,
+    max_fraction: float | None = None,
 ) -> SplicedAudio:
     """Mix into each clip a piece of a donor clip (:func:`draw_splices` + :func:`apply_splices`).
 
@@ -192,8 +198,15 @@ def splice_negatives(
         generator: the source of every random choice (a fixed seed gives a fixed result).
         sample_rate: samples per second of ``audio``.
         min_seconds, max_seconds: range of the piece length, drawn uniformly.
+        max_fraction: cap on the piece length as a fraction of the clip's own audio (None: none).
     """
     splices = draw_splices(
-        valid_samples, donors.valid_samples, generator, sample_rate, min_seconds, max_seconds
+        valid_samples,
+        donors.valid_samples,
+        generator,
+        sample_rate,
+        min_seconds,
+        max_seconds,
+        max_fraction,
     )
     return apply_splices(audio, valid_samples, splices, donors.audio, sample_rate)

@@ -126,6 +126,7 @@ def splice_batch(
             SAMPLE_RATE,
             cfg.data.splice_min_seconds,
             cfg.data.splice_max_seconds,
+            cfg.data.splice_max_fraction,
         )
     return apply_splices(batch.audio, batch.valid_samples, [None] * len(batch), None, SAMPLE_RATE)
 
