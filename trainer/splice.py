@@ -6,7 +6,9 @@ offset inside the clip's own audio, faded in and out with a raised-cosine crossf
 the piece gets none). The soft negative mask ``m[t]`` follows the crossfade: 1 where only the
 foreign piece plays, 0 where only the clip's own audio plays, in between while both are heard.
 Padded silence at the end of short clips holds none of the clip's own sound, so it counts as
-negative too.
+negative too. Optionally a piece is cut to a fraction of the clip's own audio
+(``max_fraction``): the published 4 s in 10 s is 0.4, while in a 3 s caption a 1-4 s piece would
+replace most of the words.
 
 Why from outside the batch: a piece of a clip *in* the batch is the audio of one of the batch's
 contrastive negatives, so InfoNCE (whose time average includes the piece) learns to reject that
