@@ -547,7 +547,8 @@ class Demo:
             lines += ["", "Ablation (same budget): " + ", ".join(
                 f"{a} speech mAP {r['speech_mAP']:.3f} / A->V R@1 {r.get('a2v_R@1', 0):.3f}"
                 for a, r in m["ablation"].items())]
-        lines += ["", "Stage wall times (s): " + ", ".join(
+        lines += ["", "Stage wall times of this invocation (s; a stage whose outputs already "
+                  "existed was skipped): " + ", ".join(
             f"{k} {v:.0f}" for k, v in self.timings.items()), "", "## Pictures", ""]
         lines += [f"![{Path(p).stem}]({Path(p).relative_to(self.out)})" for p in pictures]
         lines += ["", "Example grids per class (best, worst, random prompt):", ""]
