@@ -122,13 +122,12 @@ def draw_splices(
         One :class:`Splice` per clip, placed inside the clip's own audio; None when there are no
         donors or the piece would not fit (a clip no longer than the piece).
     """
+    if donor_valid_samples.numel() == 0:
+        return [None] * len(valid_samples)
     lo = round(min_seconds * sample_rate)
     hi = round(max_seconds * sample_rate)
     out: list[Splice | None] = []
     for own in valid_samples.tolist():
-        if donor_valid_samples.numel() == 0:
-            out.append(None)
-            continue
         donor = _uniform_int(0, donor_valid_samples.numel() - 1, generator)
         donor_len = int(donor_valid_samples[donor])
         length = min(_uniform_int(lo, hi, generator), donor_len)
