@@ -279,7 +279,8 @@ class Demo:
     seed: int = 0
     num_processes: int = 1
     ablation: bool = False
-    timings: dict[str, float] = field(default_factory=dict)
+    # Wall seconds of each stage of this invocation, in order; None: its outputs all existed.
+    timings: dict[str, float | None] = field(default_factory=dict)
 
     # Locations -------------------------------------------------------------------------------
     @property
@@ -314,22 +315,27 @@ class Demo:
         return [c["name"] for c in manifest["classes"]]
 
     # Stages ----------------------------------------------------------------------------------
-    def stage(self, name: str, fn: Callable[[], None]) -> None:
+    def stage(self, name: str, fn: Callable[[], bool]) -> None:
+        """Run one stage; ``fn`` returns whether it did any work (False: all outputs existed)."""
         log(f"== {name} ==")
         start = time.monotonic()
-        fn()
-        self.timings[name] = round(time.monotonic() - start, 1)
-        log(f"== {name} done in {self.timings[name]:.0f} s ==")
+        if fn():
+            self.timings[name] = round(time.monotonic() - start, 1)
+            log(f"== {name} done in {self.timings[name]:.0f} s ==")
+        else:
+            self.timings[name] = None
+            log(f"== {name}: outputs exist, nothing to do ==")
 
-    def make_world(self) -> None:
+    def make_world(self) -> bool:
         if (self.world / "manifest.json").is_file():
             log(f"world exists ({self.world / 'manifest.json'}); skipped")
-            return
+            return False
         cmd = [PY, "-m", "ingest.toyworld", "--out", str(self.world), "--seed", str(self.seed),
                *WORLDS[self.preset.world]]
         if self.world.exists():  # an interrupted generation: replace its partial outputs
             cmd.append("--force")
         run(cmd)
+        return True
 
     def ingest_done(self, name: str) -> bool:
         from shards import storage
@@ -348,7 +354,7 @@ class Demo:
         return ["--num-cpus", str(os.cpu_count() or 2), "--memory", "3G",
                 "--object-store-memory", "256M", "--short-side", "128"]
 
-    def ingest(self) -> None:
+    def ingest(self) -> bool:
         audioset = self.world / "audioset"
         # Items per shard: a video holds 1-3 segments, a caption is one clip; several shards per
         # dataset keep both cores busy in ingest and give every training loader worker its own.
@@ -366,7 +372,7 @@ class Demo:
         for name in sorted(set(jobs) - set(todo)):
             log(f"dataset {self.dataset(name)} is complete; skipped")
         if not todo:
-            return
+            return False
         env = {"RAY_USAGE_STATS_ENABLED": "0"}
         needs_videos = any(args[0] == "audioset" for args in todo.values())
         with contextlib.ExitStack() as stack:
@@ -381,11 +387,12 @@ class Demo:
                      *self.ray_args()], env)
                 if not self.ingest_done(name):
                     raise SystemExit(f"demo: ingest of {name} did not complete; rerun to resume")
+        return True
 
-    def pools(self) -> None:
+    def pools(self) -> bool:
         from shards import storage
 
-        names = self.class_names()
+        names, built = self.class_names(), False
         for kind, src in (("speech", "placesaudio_val"), ("sound", "audioset_eval")):
             dst = self.dataset(f"pool_{kind}")
             if storage.exists(_join(dst, "index.json")):
@@ -393,6 +400,8 @@ class Demo:
                 continue
             n = build_pool(self.dataset(src), dst, names, self.preset.pool)
             log(f"{kind} retrieval pool: {n} clips with pairwise distinct named content -> {dst}")
+            built = True
+        return built
 
     def launch_prefix(self) -> tuple[list[str], dict[str, str]]:
         """``accelerate launch`` for 1 CPU process, or the MACHINE-NOTES form for several
@@ -417,15 +426,17 @@ class Demo:
                 "--checkpoint.dir", _join(self.store, "checkpoints", self.preset.name),
                 "--checkpoint.export_dir", str(self.model_dir), "--checkpoint.resume", "latest"]
 
-    def train(self) -> None:
+    def train(self) -> bool:
         if (self.model_dir / "model.safetensors").is_file():
             log(f"trained model exists ({self.model_dir}); skipped")
-            return
+            return False
         prefix, env = self.launch_prefix()
         run([*prefix, str(REPO / "trainer" / "main.py"), *self.train_args()], env)
+        return True
 
-    def evaluate(self) -> None:
+    def evaluate(self) -> bool:
         model, ev, p = str(self.model_dir), self.eval_dir, self.preset
+        ran = False
         jobs = [
             (ev / "speech" / "segmentation_speech.json",
              ["segmentation", "--data", str(self.world / "eval" / "speech")]),
@@ -445,13 +456,16 @@ class Demo:
                 continue
             run([PY, "-m", "evaluation", args[0], "--model", model, "--out", str(report.parent),
                  "--device", "cpu", *args[1:]])
+            ran = True
+        return ran
 
-    def pictures(self) -> None:
+    def pictures(self) -> bool:
         """Figure-1 style per-head overlays for one speech and one sound prompt."""
         from evaluation.datasets import load_prompted_set
 
         dis = json.loads((self.eval_dir / "disentanglement" / "disentanglement.json").read_text())
         names = ["sound", "language"] if dis["sound_head"] == 0 else ["language", "sound"]
+        ran = False
         for kind in ("speech", "sound"):
             out = self.eval_dir / "pictures" / kind
             if out.is_dir() and any(out.glob("*_heads.png")):
@@ -461,14 +475,16 @@ class Demo:
             run([PY, "-m", "evaluation.predict", "--model", str(self.model_dir),
                  "--image", str(prompt.image_path), "--audio", str(prompt.audio_path),
                  "--out", str(out), "--device", "cpu", "--head-names", ",".join(names)])
+            ran = True
+        return ran
 
-    def run_ablation(self) -> None:
+    def run_ablation(self) -> bool:
         out = self.out / "ablation"
         if (out / "ablation.json").is_file() and len(
             json.loads((out / "ablation.json").read_text())["rows"]
         ) == len(self.preset.ablation_aggregations.split(",")):
             log(f"{out / 'ablation.json'} is complete; skipped")
-            return
+            return False
         datasets = self.train_args()[self.train_args().index("--data.datasets") + 1]
         run([PY, "-m", "evaluation", "ablation", "--config", str(REPO / self.preset.config),
              "--speech-data", str(self.world / "eval" / "speech"),
@@ -476,8 +492,16 @@ class Demo:
              "--aggregations", self.preset.ablation_aggregations, "--out", str(out),
              "--device", "cpu", *self.preset.train_args, "--data.datasets", datasets],
             {"OMP_NUM_THREADS": "1"})  # the ablation's trainers: one compute thread, as in train
+        return True
 
     # Report ----------------------------------------------------------------------------------
+    def stage_seconds(self) -> dict[str, float | None]:
+        """Wall time of every stage: this invocation's, or for a stage whose outputs were reused
+        the time the previous report of this preset recorded (None when there is none)."""
+        previous = self.out / "report.json"
+        earlier = json.loads(previous.read_text()).get("stage_seconds", {}) if previous.is_file() else {}
+        return {name: earlier.get(name) if t is None else t for name, t in self.timings.items()}
+
     def metrics(self) -> dict[str, Any]:
         ev = self.eval_dir
 
@@ -519,10 +543,12 @@ class Demo:
                          "met": m[key] >= bar})
         pictures = sorted(str(p) for p in (self.eval_dir / "pictures").rglob("*.png"))
         grids = sorted(str(p) for p in self.eval_dir.glob("*/examples/*.png"))
+        seconds = self.stage_seconds()
+        reused = [name for name, t in self.timings.items() if t is None]
         report = {"preset": self.preset.name, "seed": self.seed, "store": self.store,
                   "num_processes": self.num_processes, "metrics": m, "bar": rows,
-                  "stage_seconds": self.timings, "pictures": pictures, "example_grids": grids,
-                  "model": str(self.model_dir)}
+                  "stage_seconds": seconds, "stages_reused": reused,
+                  "pictures": pictures, "example_grids": grids, "model": str(self.model_dir)}
         (self.out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
         lines = [
             f"# DenseAV demo report (preset `{self.preset.name}`)",
@@ -547,9 +573,16 @@ class Demo:
             lines += ["", "Ablation (same budget): " + ", ".join(
                 f"{a} speech mAP {r['speech_mAP']:.3f} / A->V R@1 {r.get('a2v_R@1', 0):.3f}"
                 for a, r in m["ablation"].items())]
-        lines += ["", "Stage wall times of this invocation (s; a stage whose outputs already "
-                  "existed was skipped): " + ", ".join(
-            f"{k} {v:.0f}" for k, v in self.timings.items()), "", "## Pictures", ""]
+        def shown(name: str, value: float | None) -> str:
+            if name not in reused:
+                return f"{name} {value:.0f}"
+            return f"{name} {value:.0f}*" if value is not None else f"{name} (reused)"
+
+        lines += ["", "Stage wall times (s): " + ", ".join(shown(*kv) for kv in seconds.items())]
+        if reused:
+            lines += ["", ("(* outputs reused from an earlier invocation; its time as that run "
+                           "reported it. 'reused' without a time: made by another preset's run.)")]
+        lines += ["", "## Pictures", ""]
         lines += [f"![{Path(p).stem}]({Path(p).relative_to(self.out)})" for p in pictures]
         lines += ["", "Example grids per class (best, worst, random prompt):", ""]
         lines += [f"- {Path(p).relative_to(self.out)}" for p in grids]

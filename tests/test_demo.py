@@ -69,11 +69,11 @@ def test_complete_stages_are_skipped(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(demo, "run", lambda cmd, env=None: calls.append(cmd))
 
-    d.make_world()  # no manifest: the generator runs
+    assert d.make_world()  # no manifest: the generator runs
     assert calls and calls[-1][2] == "ingest.toyworld"
     d.world.mkdir(parents=True)
     (d.world / "manifest.json").write_text("{}")
-    d.make_world()
+    assert not d.make_world()
     assert len(calls) == 1
 
     summary = {"shard_errors": {}, "shards_skipped": 1, "shards_written": 2, "shards_total": 3}
@@ -81,12 +81,25 @@ def test_complete_stages_are_skipped(tmp_path, monkeypatch):
         folder = Path(d.dataset(name))
         folder.mkdir(parents=True)
         (folder / "ingest_summary.json").write_text(json.dumps(summary))
-    d.ingest()  # every dataset complete: no ingest command, no video server
+    assert not d.ingest()  # every dataset complete: no ingest command, no video server
     assert len(calls) == 1
 
     bad = summary | {"shard_errors": {"2": "worker died"}}
     (Path(d.dataset("placesaudio")) / "ingest_summary.json").write_text(json.dumps(bad))
     assert not d.ingest_done("placesaudio")
+
+
+def test_reused_stages_report_the_time_of_the_run_that_made_them(tmp_path):
+    d = demo.Demo(demo.PRESETS["smoke"], tmp_path, str(tmp_path))
+    d.out.mkdir(parents=True)
+    (d.out / "report.json").write_text(json.dumps({"stage_seconds": {"world": 72.0, "train": 700.0}}))
+    d.stage("world", lambda: False)
+    d.stage("ingest", lambda: False)  # made by another preset's run: no time on record
+    d.stage("train", lambda: True)
+    assert list(d.stage_seconds()) == ["world", "ingest", "train"]
+    assert d.stage_seconds()["world"] == 72.0
+    assert d.stage_seconds()["ingest"] is None
+    assert 0 <= d.stage_seconds()["train"] < 5  # this invocation's, not the earlier 700 s
 
 
 def test_training_uses_both_corpora_resume_and_the_machine_notes_launch_form(tmp_path):
