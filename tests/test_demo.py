@@ -33,15 +33,17 @@ def test_named_content_reads_labels_for_sound_and_class_words_for_speech():
     assert demo.named_content({"caption": "a picture of boxes"}, CLASSES) == frozenset()
 
 
-def test_distinct_pool_keeps_first_of_each_content_in_order_and_stops_at_size():
-    items = [{"c": c} for c in ("a", "ab", "a", "", "ba", "b", "c", "d")]
-    pool = list(demo.distinct_pool(items, lambda s: frozenset(s["c"]), size=4))
-    assert [s["c"] for s in pool] == ["a", "ab", "b", "c"]
-    contents = [frozenset(s["c"]) for s in pool]
-    assert len(set(contents)) == len(contents)
+def test_incomparable_pool_keeps_no_content_inside_another_larger_first():
+    contents = [frozenset(c) for c in ("a", "ab", "a", "", "ba", "bc", "c", "d", "ad", "e")]
+    kept = demo.incomparable_pool(contents, size=10)
+    # "ab", "bc", "ad" (two names, in order), then of the singletons only "e" is in none of them.
+    assert kept == [1, 5, 8, 9]
+    chosen = [contents[i] for i in kept]
+    assert not any(x <= y for x in chosen for y in chosen if x is not y)
+    assert demo.incomparable_pool(contents, size=2) == [1, 5]
 
 
-def test_build_pool_writes_a_shards_dataset_without_duplicate_content(storage_root):
+def test_build_pool_writes_a_shards_dataset_of_incomparable_content(storage_root):
     from shards.format import encode_sample
     from shards.index import build_index, load_index
     from shards.writer import ShardWriter
@@ -58,10 +60,10 @@ def test_build_pool_writes_a_shards_dataset_without_duplicate_content(storage_ro
     build_index(src)
 
     dst = f"{storage_root}/pool"
-    assert demo.build_pool(src, dst, CLASSES, size=10) == 3
+    assert demo.build_pool(src, dst, CLASSES, size=10) == 2
     kept = [json.loads(s["json"]) for s in demo.raw_samples(dst)]
-    assert [m["caption"] for m in kept] == ["a ball", "a star and a ball", "a box"]
-    assert load_index(dst).total_samples == 3
+    assert [m["caption"] for m in kept] == ["a star and a ball", "a box"]
+    assert load_index(dst).total_samples == 2
 
 
 def test_complete_stages_are_skipped(tmp_path, monkeypatch):
