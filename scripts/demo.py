@@ -330,8 +330,10 @@ class Demo:
             log(f"== {name}: outputs exist, nothing to do ==")
 
     def make_world(self) -> bool:
-        if (self.world / "manifest.json").is_file():
-            log(f"world exists ({self.world / 'manifest.json'}); skipped")
+        manifest = self.world / "manifest.json"
+        if manifest.is_file():
+            self.check_world(json.loads(manifest.read_text()))
+            log(f"world exists ({manifest}); skipped")
             return False
         cmd = [PY, "-m", "ingest.toyworld", "--out", str(self.world), "--seed", str(self.seed),
                *WORLDS[self.preset.world]]
@@ -339,6 +341,22 @@ class Demo:
             cmd.append("--force")
         run(cmd)
         return True
+
+    def check_world(self, manifest: dict[str, Any]) -> None:
+        """Stop if an existing world was generated with other settings than this preset's (its
+        shards and pools would silently measure something else)."""
+        args = WORLDS[self.preset.world]
+        wanted = {flag.lstrip("-").replace("-", "_"): value
+                  for flag, value in zip(args[::2], args[1::2], strict=True)}
+        found = {**manifest.get("config", {}), "size": manifest.get("size")}
+        differ = [f"{key}={found.get(key)} (wanted {value})" for key, value in wanted.items()
+                  if str(found.get(key)) != value]
+        if differ:
+            raise SystemExit(
+                f"demo: the world {self.world} was generated with other settings: "
+                f"{', '.join(differ)}; start afresh with another --out (and --store), or "
+                f"remove {self.root} and the store's shards and checkpoints"
+            )
 
     def ingest_done(self, name: str) -> bool:
         from shards import storage

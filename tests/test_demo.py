@@ -66,6 +66,24 @@ def test_build_pool_writes_a_shards_dataset_of_incomparable_content(storage_root
     assert load_index(dst).total_samples == 2
 
 
+def _manifest(world_args):
+    """The generator's manifest fields for a world made with ``world_args``."""
+    settings = {f.lstrip("-").replace("-", "_"): v for f, v in zip(world_args[::2], world_args[1::2])}
+    size = settings.pop("size")
+    return {"size": size, "config": {k: int(v) for k, v in settings.items()}}
+
+
+def test_an_existing_world_made_with_other_settings_stops_the_demo(tmp_path, monkeypatch):
+    d = demo.Demo(demo.PRESETS["default"], tmp_path, str(tmp_path))
+    monkeypatch.setattr(demo, "run", lambda cmd, env=None: pytest.fail("must not regenerate"))
+    d.world.mkdir(parents=True)
+    old = _manifest(demo.WORLDS["demo"])
+    old["config"]["speech_val"] = 200
+    (d.world / "manifest.json").write_text(json.dumps(old))
+    with pytest.raises(SystemExit, match=r"speech_val=200 \(wanted 600\)"):
+        d.make_world()
+
+
 def test_complete_stages_are_skipped(tmp_path, monkeypatch):
     d = demo.Demo(demo.PRESETS["smoke"], tmp_path, str(tmp_path))
     calls = []
@@ -74,7 +92,7 @@ def test_complete_stages_are_skipped(tmp_path, monkeypatch):
     assert d.make_world()  # no manifest: the generator runs
     assert calls and calls[-1][2] == "ingest.toyworld"
     d.world.mkdir(parents=True)
-    (d.world / "manifest.json").write_text("{}")
+    (d.world / "manifest.json").write_text(json.dumps(_manifest(demo.WORLDS["smoke"])))
     assert not d.make_world()
     assert len(calls) == 1
 
