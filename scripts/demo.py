@@ -583,7 +583,7 @@ class Demo:
             (
                 f"- mIoU: speech {m['speech_mIoU']:.3f}, sound {m['sound_mIoU']:.3f}; retrieval"
                 f" pools {m['speech_retrieval_pool']}-way (speech) and"
-                f" {m['sound_retrieval_pool']}-way (sound), no two clips naming the same content;"
+                f" {m['sound_retrieval_pool']}-way (sound), no clip naming a subset of what another names;"
                 f" sound head: {m['sound_head']}"
             ),
             "- R@5 / R@10: " + "; ".join(
