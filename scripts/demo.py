@@ -329,14 +329,17 @@ class Demo:
             self.timings[name] = None
             log(f"== {name}: outputs exist, nothing to do ==")
 
+    def world_args(self) -> list[str]:
+        """Arguments of ``python -m ingest.toyworld`` for this preset's world."""
+        return ["--out", str(self.world), "--seed", str(self.seed), *WORLDS[self.preset.world]]
+
     def make_world(self) -> bool:
         manifest = self.world / "manifest.json"
         if manifest.is_file():
             self.check_world(json.loads(manifest.read_text()))
             log(f"world exists ({manifest}); skipped")
             return False
-        cmd = [PY, "-m", "ingest.toyworld", "--out", str(self.world), "--seed", str(self.seed),
-               *WORLDS[self.preset.world]]
+        cmd = [PY, "-m", "ingest.toyworld", *self.world_args()]
         if self.world.exists():  # an interrupted generation: replace its partial outputs
             cmd.append("--force")
         run(cmd)
@@ -345,12 +348,14 @@ class Demo:
     def check_world(self, manifest: dict[str, Any]) -> None:
         """Stop if an existing world was generated with other settings than this preset's (its
         shards and pools would silently measure something else)."""
-        args = WORLDS[self.preset.world]
-        wanted = {flag.lstrip("-").replace("-", "_"): value
-                  for flag, value in zip(args[::2], args[1::2], strict=True)}
-        found = {**manifest.get("config", {}), "size": manifest.get("size")}
+        from ingest.toyworld.__main__ import parse_world_args
+
+        # The generator's own parser turns the arguments into the config its manifest records
+        # (through JSON, as the manifest was: tuples become lists).
+        wanted = json.loads(json.dumps(parse_world_args(self.world_args())[1].to_dict()))
+        found = manifest.get("config", {})
         differ = [f"{key}={found.get(key)} (wanted {value})" for key, value in wanted.items()
-                  if str(found.get(key)) != value]
+                  if found.get(key) != value]
         if differ:
             raise SystemExit(
                 f"demo: the world {self.world} was generated with other settings: "

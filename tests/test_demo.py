@@ -66,18 +66,18 @@ def test_build_pool_writes_a_shards_dataset_of_incomparable_content(storage_root
     assert load_index(dst).total_samples == 2
 
 
-def _manifest(world_args):
-    """The generator's manifest fields for a world made with ``world_args``."""
-    settings = {f.lstrip("-").replace("-", "_"): v for f, v in zip(world_args[::2], world_args[1::2])}
-    size = settings.pop("size")
-    return {"size": size, "config": {k: int(v) for k, v in settings.items()}}
+def _manifest(d):
+    """The manifest fields the generator writes for the world of demo ``d``."""
+    from ingest.toyworld.__main__ import parse_world_args
+
+    return {"config": json.loads(json.dumps(parse_world_args(d.world_args())[1].to_dict()))}
 
 
 def test_an_existing_world_made_with_other_settings_stops_the_demo(tmp_path, monkeypatch):
     d = demo.Demo(demo.PRESETS["default"], tmp_path, str(tmp_path))
     monkeypatch.setattr(demo, "run", lambda cmd, env=None: pytest.fail("must not regenerate"))
     d.world.mkdir(parents=True)
-    old = _manifest(demo.WORLDS["demo"])
+    old = _manifest(d)
     old["config"]["speech_val"] = 200
     (d.world / "manifest.json").write_text(json.dumps(old))
     with pytest.raises(SystemExit, match=r"speech_val=200 \(wanted 600\)"):
@@ -90,9 +90,9 @@ def test_complete_stages_are_skipped(tmp_path, monkeypatch):
     monkeypatch.setattr(demo, "run", lambda cmd, env=None: calls.append(cmd))
 
     assert d.make_world()  # no manifest: the generator runs
-    assert calls and calls[-1][2] == "ingest.toyworld"
+    assert calls and calls[-1][2:] == ["ingest.toyworld", *d.world_args()]
     d.world.mkdir(parents=True)
-    (d.world / "manifest.json").write_text(json.dumps(_manifest(demo.WORLDS["smoke"])))
+    (d.world / "manifest.json").write_text(json.dumps(_manifest(d)))
     assert not d.make_world()
     assert len(calls) == 1
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import time
 
-from ingest.toyworld.config import SIZES, preset
+from ingest.toyworld.config import SIZES, WorldConfig, preset
 from ingest.toyworld.world import generate_world
 
 
-def main(argv: list[str] | None = None) -> None:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m ingest.toyworld",
         description="Generate a toy audio-visual world: a PlacesAudio-style speech corpus, an "
@@ -48,8 +48,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--fps", type=int, help="video frame rate (default 5)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    args = p.parse_args(argv)
+    return p
 
+
+def parse_world_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, WorldConfig]:
+    """The command line's arguments and the world configuration they describe (usage errors exit)."""
+    p = _parser()
+    args = p.parse_args(argv)
     cfg = preset(
         args.size,
         seed=args.seed,
@@ -74,6 +79,11 @@ def main(argv: list[str] | None = None) -> None:
     low, high = cfg.object_scale
     if not 0 < low <= high <= 0.45:
         p.error("need 0 < MIN <= MAX <= 0.45 for --object-scale")
+    return args, cfg
+
+
+def main(argv: list[str] | None = None) -> None:
+    args, cfg = parse_world_args(argv)
     t0 = time.time()
     manifest = generate_world(
         cfg,
