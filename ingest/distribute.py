@@ -187,7 +187,7 @@ def _run_tasks(
                 shard_id = pending.pop(ref)
                 try:
                     results.append(ray.get(ref))
-                except Exception as e:  # the task failed on every retry (storage down, ...)
+                except ray.exceptions.RayError as e:  # failed on every retry (storage down, ...)
                     errors[shard_id] = f"{type(e).__name__}: {e}"
                     log.error("shard %d failed: %s", shard_id, e)
                 shard_bar.update(1)

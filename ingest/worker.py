@@ -98,7 +98,7 @@ def item_samples(item: WorkItem, job: JobOptions) -> Iterator[Outcome]:
         for key in failed_keys:
             yield key, f"{e.reason}: {e.detail}"
         return
-    except Exception as e:  # a decoder or library bug must not take the shard down
+    except Exception as e:  # noqa: BLE001 -- a decoder or library bug must not take the shard down
         for key in failed_keys:
             yield key, f"internal_error: {item.location}: {type(e).__name__}: {e}"
         return

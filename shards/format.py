@@ -15,7 +15,7 @@ import io
 import json
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -46,7 +46,7 @@ META_TYPES: dict[str, tuple[type, ...]] = {
     "producer": (str, dict),
 }
 
-Frame = Union[np.ndarray, bytes]
+Frame = np.ndarray | bytes
 
 
 class SampleError(ValueError):
@@ -217,7 +217,7 @@ def validate_sample(raw: Mapping[str, Any]) -> dict[str, Any]:
         raise SampleError(key, "frame*.jpg", f"frames must be numbered 0..N-1, got {frames}")
     extra = set(raw) - allowed - set(frames) - {"__url__", "__local_path__"}
     if extra:
-        raise SampleError(key, sorted(extra)[0], f"unexpected fields {sorted(extra)}")
+        raise SampleError(key, min(extra), f"unexpected fields {sorted(extra)}")
     for field in ("flac", "json"):
         if not isinstance(raw.get(field), (bytes, bytearray)):
             raise SampleError(key, field, "missing or not bytes")

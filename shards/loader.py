@@ -25,7 +25,7 @@ import copy
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -58,7 +58,7 @@ class Source:
     name: str | None = None
 
 
-SourceSpec = Union[str, Source, Sequence[Any]]
+SourceSpec = str | Source | Sequence[Any]
 
 
 @dataclass

@@ -14,6 +14,7 @@ From a shell (foreground; Ctrl+C stops it)::
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import shutil
@@ -24,6 +25,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self from Python 3.11
 
 _PORT_FLAGS = (
     "master.port",
@@ -66,15 +71,18 @@ def _free_ports(n: int) -> list[int]:
             s.close()
 
 
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
+_PR_SET_PDEATHSIG = 1
+
+
 def _stop_with_parent() -> None:
     """In the forked child (Linux): SIGTERM when the starting process dies, however it dies.
 
     A test run killed by a signal skips fixture teardown; without this its server outlives it.
+    Between fork and exec only one system call runs (libc was loaded before the fork), so no
+    lock another thread of the parent held can block the child.
     """
-    import ctypes
-
-    pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class LocalS3Server:
@@ -158,17 +166,17 @@ class LocalS3Server:
             if self.requested_s3_port:
                 ports["s3.port"] = self.requested_s3_port
             self.port = ports["s3.port"]
-            log_file = open(self.workdir / "weed.out", "ab")
-            self.process = subprocess.Popen(
-                self._command(ports),
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                cwd=self.workdir,
-                preexec_fn=_stop_with_parent if sys.platform == "linux" else None,
-            )
-            log_file.close()
+            with open(self.workdir / "weed.out", "ab") as log_file:  # the child keeps its copy
+                self.process = subprocess.Popen(
+                    self._command(ports),
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                    cwd=self.workdir,
+                    # the one way to set PDEATHSIG; it makes one system call (see above)
+                    preexec_fn=_stop_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509
+                )
             ok, last_error = self._wait_ready(timeout)
             if ok:
                 return self
@@ -205,7 +213,7 @@ class LocalS3Server:
             try:
                 self._client().list_buckets()
                 return True, ""
-            except Exception as exc:  # not up yet: connection refused, 503, ...
+            except Exception as exc:  # noqa: BLE001 -- not up yet: connection refused, 503, ...
                 error = f"{type(exc).__name__}: {exc}"
             time.sleep(0.2)
         return False, error
@@ -234,7 +242,7 @@ class LocalS3Server:
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
-    def __enter__(self) -> LocalS3Server:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc) -> None:

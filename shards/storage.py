@@ -202,7 +202,7 @@ def with_retries(
             transient = retry_not_found
         except StorageError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 -- any backend error becomes a StorageError naming the URL
             cause = exc
             if _is_not_found(exc):
                 err = StorageNotFound(f"{what} {url}: not found ({_s3_error_code(exc)})")

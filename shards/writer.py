@@ -24,10 +24,13 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shards import storage
 from shards.format import FORMAT_VERSION, frame_fields, validate_sample
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self from Python 3.11
 
 DEFAULT_MAX_SAMPLES = 1000
 DEFAULT_MAX_BYTES = 1 << 30
@@ -117,7 +120,7 @@ class ShardWriter:
     def stats_url(self) -> str:
         return storage.join(self.out_url, stats_name(self.shard_id))
 
-    def __enter__(self) -> ShardWriter:
+    def __enter__(self) -> Self:
         if storage.is_s3(self.out_url):
             folder = tempfile.gettempdir()  # built locally, then uploaded in one piece
         else:

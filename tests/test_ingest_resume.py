@@ -138,3 +138,29 @@ def test_kill_worker_and_driver_then_rerun(tmp_path, ray_tmp):
     assert not [n for n in os.listdir(out) if ".tmp-" in n], (
         "temporaries of killed writers are gone"
     )
+
+
+def test_a_shard_that_fails_every_retry_is_reported_and_the_rest_are_written(tmp_path, ray_tmp):
+    """A shard task that raises on every try (here: its tar cannot be published, a folder holds
+    the name) is named in the summary with its error; the other shards are written and the job
+    exits 1, so a rerun after fixing the cause completes the dataset."""
+    for i in range(3):
+        make_media(tmp_path / "media" / f"v{i}.mp4", MediaSpec(seconds=2, width=160, height=120))
+    table = tmp_path / "table.csv"
+    table.write_text("path\n" + "".join(f"media/v{i}.mp4\n" for i in range(3)))
+    out = tmp_path / "out"
+    (out / shard_name(1) / "blocker").mkdir(parents=True)
+
+    command = [*_command(table, out, ray_tmp), "--task-retries", "1"]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+    assert run.returncode == 1, run.stderr[-3000:]
+    summary = json.loads((out / "ingest_summary.json").read_text())
+    assert list(summary["shard_errors"]) == ["1"]
+    assert shard_name(1) in summary["shard_errors"]["1"]
+    assert "shard 1 failed" in run.stdout
+    assert (out / shard_name(0)).is_file() and (out / shard_name(2)).is_file()
+
+    shutil.rmtree(out / shard_name(1))
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "2 shards done, 1 to write" in rerun.stdout

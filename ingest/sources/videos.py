@@ -47,7 +47,7 @@ def read_table(table: str) -> list[dict[str, Any]]:
         raise ValueError(f"{table}: the table must end in .csv, .tsv, .jsonl or .parquet")
     for number, row in enumerate(rows, 1):
         if not isinstance(row, dict):
-            raise ValueError(f"{table}: row {number} is not an object")
+            raise ValueError(f"{table}: row {number} is not an object")  # noqa: TRY004 -- bad input, like every table error here
     return [{str(k).strip().lower(): v for k, v in row.items()} for row in rows]
 
 
