@@ -10,11 +10,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from evaluation import MODEL_HELP
+
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--model", required=True, help="checkpoint folder written by DenseAV.save_pretrained"
-    )
+    parser.add_argument("--model", required=True, help=MODEL_HELP)
     parser.add_argument(
         "--out",
         default="eval_out",

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from denseav.model import DenseAV
 from denseav.similarity import sim_volume
-from evaluation import pictures
+from evaluation import MODEL_HELP, pictures
 from evaluation.datasets import read_image
 from evaluation.heatmaps import prompt_token_weights
 from evaluation.media import (
@@ -220,9 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--model", required=True, help="checkpoint folder written by DenseAV.save_pretrained"
-    )
+    parser.add_argument("--model", required=True, help=MODEL_HELP)
     parser.add_argument("--video", help="a video with an audio track (any container PyAV reads)")
     parser.add_argument("--image", help="an image (with --audio)")
     parser.add_argument(

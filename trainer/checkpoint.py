@@ -3,11 +3,16 @@
 Layout of one checkpoint, ``{root}/step-{step:09d}/``:
 
 - ``model.safetensors``: the full model state (written by the main process).
+- ``config.json``: the model's configuration as ``DenseAV.save_pretrained`` writes it, so the
+  folder of a local checkpoint is also a model folder: ``DenseAV.from_pretrained`` and the
+  evaluation commands' ``--model`` load it (a training curve can be measured checkpoint by
+  checkpoint).
 - ``optimizer.pt``, ``scaler.pt``: optimizer and gradient-scaler states (main process; DDP keeps
   them identical on every process). Loaded with ``torch.load(weights_only=True)``.
 - ``rank-{r}.pt``: per process: RNG states (python, numpy, torch, CUDA) and the data readers'
   positions.
-- ``trainer_state.json``: step, phase, scheduler state, world size, the run's configuration.
+- ``trainer_state.json``: step, phase, scheduler state, world size and the trainer's extras
+  (the seed).
 - ``COMPLETE``: written last, after every process has published its files. A checkpoint
   without it is torn (a crash during saving) and is never resumed from; it is deleted.
 
@@ -31,6 +36,7 @@ import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save_file as save_safetensors_file
 
+from denseav.model import CONFIG_NAME, WEIGHTS_NAME
 from shards import storage
 
 COMPLETE = "COMPLETE"
@@ -185,11 +191,13 @@ class CheckpointManager:
         data_state: Any,
         extra: dict,
         process_state: dict | None = None,
+        model_config: dict | None = None,
     ) -> str:
         """Write the checkpoint of ``step`` collectively (every process calls this). Returns its URL.
 
         ``data_state`` (the reader's position) and ``process_state`` (anything else this process
-        needs to continue exactly) are saved per process; ``extra`` once, in the trainer state.
+        needs to continue exactly) are saved per process; ``extra`` once, in the trainer state;
+        ``model_config`` (a ``DenseAVConfig.to_dict()``) as ``config.json`` beside the weights.
         """
         url = storage.join(self.root, step_dir_name(step))
         if self.rank == 0:
@@ -203,7 +211,12 @@ class CheckpointManager:
         }
         storage.write_bytes(storage.join(url, f"rank-{self.rank}.pt"), _torch_bytes(rank_state))
         if self.rank == 0:
-            _publish_safetensors(model_tensors(model), storage.join(url, "model.safetensors"))
+            _publish_safetensors(model_tensors(model), storage.join(url, WEIGHTS_NAME))
+            if model_config is not None:
+                storage.write_bytes(
+                    storage.join(url, CONFIG_NAME),
+                    (json.dumps(model_config, indent=2) + "\n").encode(),
+                )
             storage.write_bytes(
                 storage.join(url, "optimizer.pt"), _torch_bytes(optimizer.state_dict())
             )
@@ -249,7 +262,7 @@ class CheckpointManager:
                 f"{self.world_size}: the data readers' positions are per process, so resume with "
                 f"the same number of processes"
             )
-        model_url = storage.join(url, "model.safetensors")
+        model_url = storage.join(url, WEIGHTS_NAME)
         tensors = load_safetensors(storage.read_bytes(model_url))
         missing, unexpected = model.load_state_dict(tensors, strict=False)
         if missing or unexpected:

@@ -336,6 +336,7 @@ def train(
                 loader.state_dict(),
                 {"seed": cfg.seed},
                 {"splice_donors": state.splice_donors and state.splice_donors.state_dict()},
+                model.resolved_config().to_dict(),
             )
             log.info("step %d: checkpoint written to %s", state.step, url)
     return state
