@@ -299,6 +299,10 @@ class DenseAV(nn.Module):
             audio_backbone_config=architecture_dict(self.audio_backbone),
         )
 
+    def config_json(self) -> str:
+        """The text of ``config.json``: the resolved config, as ``from_pretrained`` reads it."""
+        return json.dumps(self.resolved_config().to_dict(), indent=2) + "\n"
+
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         """Write ``model.safetensors`` and ``config.json`` into ``directory`` (created if needed).
 
@@ -311,7 +315,7 @@ class DenseAV(nn.Module):
         save_file(state, str(tmp), metadata={"format": "pt"})
         os.replace(tmp, out / WEIGHTS_NAME)
         tmp = out / f".{CONFIG_NAME}.tmp"
-        tmp.write_text(json.dumps(self.resolved_config().to_dict(), indent=2) + "\n")
+        tmp.write_text(self.config_json())
         os.replace(tmp, out / CONFIG_NAME)
         return out
 

@@ -191,13 +191,13 @@ class CheckpointManager:
         data_state: Any,
         extra: dict,
         process_state: dict | None = None,
-        model_config: dict | None = None,
+        model_config_json: str | None = None,
     ) -> str:
         """Write the checkpoint of ``step`` collectively (every process calls this). Returns its URL.
 
         ``data_state`` (the reader's position) and ``process_state`` (anything else this process
         needs to continue exactly) are saved per process; ``extra`` once, in the trainer state;
-        ``model_config`` (a ``DenseAVConfig.to_dict()``) as ``config.json`` beside the weights.
+        ``model_config_json`` (``DenseAV.config_json()``) as ``config.json`` beside the weights.
         """
         url = storage.join(self.root, step_dir_name(step))
         if self.rank == 0:
@@ -212,11 +212,8 @@ class CheckpointManager:
         storage.write_bytes(storage.join(url, f"rank-{self.rank}.pt"), _torch_bytes(rank_state))
         if self.rank == 0:
             _publish_safetensors(model_tensors(model), storage.join(url, WEIGHTS_NAME))
-            if model_config is not None:
-                storage.write_bytes(
-                    storage.join(url, CONFIG_NAME),
-                    (json.dumps(model_config, indent=2) + "\n").encode(),
-                )
+            if model_config_json is not None:
+                storage.write_bytes(storage.join(url, CONFIG_NAME), model_config_json.encode())
             storage.write_bytes(
                 storage.join(url, "optimizer.pt"), _torch_bytes(optimizer.state_dict())
             )

@@ -336,7 +336,7 @@ def train(
                 loader.state_dict(),
                 {"seed": cfg.seed},
                 {"splice_donors": state.splice_donors and state.splice_donors.state_dict()},
-                model.resolved_config().to_dict(),
+                model.config_json(),
             )
             log.info("step %d: checkpoint written to %s", state.step, url)
     return state
