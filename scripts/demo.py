@@ -345,14 +345,17 @@ class Demo:
         run(cmd)
         return True
 
+    def world_config(self) -> dict[str, Any]:
+        """The config the generator's manifest records for this preset's world: its own parser
+        turns the arguments into it (through JSON, as the manifest was: tuples become lists)."""
+        from ingest.toyworld.__main__ import parse_world_args
+
+        return json.loads(json.dumps(parse_world_args(self.world_args())[1].to_dict()))
+
     def check_world(self, manifest: dict[str, Any]) -> None:
         """Stop if an existing world was generated with other settings than this preset's (its
         shards and pools would silently measure something else)."""
-        from ingest.toyworld.__main__ import parse_world_args
-
-        # The generator's own parser turns the arguments into the config its manifest records
-        # (through JSON, as the manifest was: tuples become lists).
-        wanted = json.loads(json.dumps(parse_world_args(self.world_args())[1].to_dict()))
+        wanted = self.world_config()
         found = manifest.get("config", {})
         differ = [f"{key}={found.get(key)} (wanted {value})" for key, value in wanted.items()
                   if found.get(key) != value]

@@ -66,18 +66,11 @@ def test_build_pool_writes_a_shards_dataset_of_incomparable_content(storage_root
     assert load_index(dst).total_samples == 2
 
 
-def _manifest(d):
-    """The manifest fields the generator writes for the world of demo ``d``."""
-    from ingest.toyworld.__main__ import parse_world_args
-
-    return {"config": json.loads(json.dumps(parse_world_args(d.world_args())[1].to_dict()))}
-
-
 def test_an_existing_world_made_with_other_settings_stops_the_demo(tmp_path, monkeypatch):
     d = demo.Demo(demo.PRESETS["default"], tmp_path, str(tmp_path))
     monkeypatch.setattr(demo, "run", lambda cmd, env=None: pytest.fail("must not regenerate"))
     d.world.mkdir(parents=True)
-    old = _manifest(d)
+    old = {"config": d.world_config()}
     old["config"]["speech_val"] = 200
     (d.world / "manifest.json").write_text(json.dumps(old))
     with pytest.raises(SystemExit, match=r"speech_val=200 \(wanted 600\)"):
@@ -92,7 +85,7 @@ def test_complete_stages_are_skipped(tmp_path, monkeypatch):
     assert d.make_world()  # no manifest: the generator runs
     assert calls and calls[-1][2:] == ["ingest.toyworld", *d.world_args()]
     d.world.mkdir(parents=True)
-    (d.world / "manifest.json").write_text(json.dumps(_manifest(d)))
+    (d.world / "manifest.json").write_text(json.dumps({"config": d.world_config()}))
     assert not d.make_world()
     assert len(calls) == 1
 
