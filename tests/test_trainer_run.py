@@ -214,12 +214,12 @@ def test_phase_switch_trains_the_backbones_only_in_phase_2(tmp_path):
     assert not any(changed(initial, after2, image_base).values())  # DINO itself stays frozen
 
     # Every checkpoint is also a model folder: it loads as the model of its step.
-    final = DenseAV.from_pretrained(out / "final_model").state_dict()
+    final = DenseAV.from_pretrained(out / "final_model")
     for step, weights in ((2, after1), (3, after2)):
         loaded = DenseAV.from_pretrained(tmp_path / "ckpt" / f"step-{step:09d}")
-        assert loaded.config == DenseAV.from_pretrained(out / "final_model").config
+        assert loaded.config == final.config
         assert all(torch.equal(v, weights[k]) for k, v in loaded.state_dict().items())
-    assert all(torch.equal(v, after2[k]) for k, v in final.items())
+    assert all(torch.equal(v, after2[k]) for k, v in final.state_dict().items())
 
     metrics = _metrics(out)
     assert [metrics[s]["phase"] for s in (1, 2, 3)] == [1, 1, 2]
