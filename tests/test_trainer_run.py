@@ -227,6 +227,51 @@ def test_phase_switch_trains_the_backbones_only_in_phase_2(tmp_path):
     assert [metrics[s]["lr/aligners"] for s in (1, 2, 3)] == pytest.approx([5e-4, 1e-3, 5e-4])
 
 
+def test_weight_average_is_exported_and_resumed_exactly(tmp_path):
+    from trainer.main import run
+    from trainer.params import load_config
+
+    datasets = _datasets(str(tmp_path / "data"))
+    ckpt = tmp_path / "ckpt"
+
+    def train(out: Path) -> dict[str, torch.Tensor]:
+        config = _config(
+            tmp_path / "cfg.yaml",
+            datasets,
+            out,
+            str(ckpt),
+            steps=4,
+            checkpoint__every=1,
+            checkpoint__keep=5,
+            checkpoint__resume="latest",
+            data__num_workers=0,
+            optim__ema_decay=0.5,
+            optim__ema_start=2,
+        )
+        run(load_config(config))
+        return load_file(out / "final_model" / "model.safetensors")
+
+    exported = train(tmp_path / "run")
+    trained = {
+        s: load_file(ckpt / f"step-{s:09d}" / "training_weights.safetensors") for s in (2, 3, 4)
+    }
+    assert not (ckpt / "step-000000001" / "training_weights.safetensors").exists()  # not started
+    for name in ("image_aligner.proj.weight", "audio_aligner.conv1.bias", "inverse_temperature"):
+        w = {s: trained[s][name] for s in trained}
+        torch.testing.assert_close(exported[name], 0.5 * (0.5 * w[2] + 0.5 * w[3]) + 0.5 * w[4])
+    assert not torch.equal(
+        exported["image_aligner.proj.weight"], trained[4]["image_aligner.proj.weight"]
+    )
+    final = load_file(ckpt / "step-000000004" / "model.safetensors")
+    assert all(torch.equal(v, final[k]) for k, v in exported.items())
+
+    # Resumed from step 3 (its trained weights and its average), step 4 ends where it did.
+    storage.delete(str(ckpt / "step-000000004"), recursive=True)
+    resumed = train(tmp_path / "resumed")
+    assert json.loads((tmp_path / "resumed" / "run.json").read_text())["start_step"] == 3
+    assert all(torch.equal(v, exported[k]) for k, v in resumed.items())
+
+
 def test_help_and_config_errors(capsys, tmp_path):
     from trainer.main import main
 

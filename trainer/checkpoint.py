@@ -2,7 +2,10 @@
 
 Layout of one checkpoint, ``{root}/step-{step:09d}/``:
 
-- ``model.safetensors``: the full model state (written by the main process).
+- ``model.safetensors``: the full model state (written by the main process); with a weight
+  average (``optim.ema_decay``) once it has started, the averaged state, the model the run
+  exports.
+- ``training_weights.safetensors``: with a weight average, the weights being trained.
 - ``config.json``: the model's configuration as ``DenseAV.save_pretrained`` writes it, so the
   folder of a local checkpoint is also a model folder: ``DenseAV.from_pretrained`` and the
   evaluation commands' ``--model`` load it (a training curve can be measured checkpoint by
@@ -40,6 +43,7 @@ from denseav.model import CONFIG_NAME, WEIGHTS_NAME
 from shards import storage
 
 COMPLETE = "COMPLETE"
+TRAINING_WEIGHTS_NAME = "training_weights.safetensors"
 _STEP_DIR = re.compile(r"^step-(\d{9})/?$")
 
 
@@ -117,6 +121,7 @@ class LoadedCheckpoint:
     data_state: Any
     trainer_state: dict
     process_state: dict
+    averaged_state: dict[str, torch.Tensor] | None = None
 
 
 class CheckpointManager:
@@ -192,12 +197,15 @@ class CheckpointManager:
         extra: dict,
         process_state: dict | None = None,
         model_config_json: str | None = None,
+        averaged_state: dict[str, torch.Tensor] | None = None,
     ) -> str:
         """Write the checkpoint of ``step`` collectively (every process calls this). Returns its URL.
 
         ``data_state`` (the reader's position) and ``process_state`` (anything else this process
         needs to continue exactly) are saved per process; ``extra`` once, in the trainer state;
         ``model_config_json`` (``DenseAV.config_json()``) as ``config.json`` beside the weights.
+        ``averaged_state`` (``WeightAverage.state_dict``), when given, becomes the folder's model
+        and the model's own weights go to ``training_weights.safetensors``.
         """
         url = storage.join(self.root, step_dir_name(step))
         if self.rank == 0:
@@ -211,7 +219,12 @@ class CheckpointManager:
         }
         storage.write_bytes(storage.join(url, f"rank-{self.rank}.pt"), _torch_bytes(rank_state))
         if self.rank == 0:
-            _publish_safetensors(model_tensors(model), storage.join(url, WEIGHTS_NAME))
+            if averaged_state is None:
+                _publish_safetensors(model_tensors(model), storage.join(url, WEIGHTS_NAME))
+            else:
+                averaged = {k: v.detach().to("cpu").contiguous() for k, v in averaged_state.items()}
+                _publish_safetensors(averaged, storage.join(url, WEIGHTS_NAME))
+                _publish_safetensors(model_tensors(model), storage.join(url, TRAINING_WEIGHTS_NAME))
             if model_config_json is not None:
                 storage.write_bytes(storage.join(url, CONFIG_NAME), model_config_json.encode())
             storage.write_bytes(
@@ -251,7 +264,8 @@ class CheckpointManager:
         optimizer: torch.optim.Optimizer,
         scaler: Any,
     ) -> LoadedCheckpoint:
-        """Restore module, optimizer, scaler and this process's RNG states from ``url``."""
+        """Restore module, optimizer, scaler and this process's RNG states from ``url``; the
+        weight average, if the checkpoint has one, is returned as ``averaged_state``."""
         state = json.loads(storage.read_bytes(storage.join(url, "trainer_state.json")))
         if state["world_size"] != self.world_size:
             raise RuntimeError(
@@ -259,14 +273,13 @@ class CheckpointManager:
                 f"{self.world_size}: the data readers' positions are per process, so resume with "
                 f"the same number of processes"
             )
-        model_url = storage.join(url, WEIGHTS_NAME)
-        tensors = load_safetensors(storage.read_bytes(model_url))
-        missing, unexpected = model.load_state_dict(tensors, strict=False)
-        if missing or unexpected:
-            raise RuntimeError(
-                f"{model_url} does not match the model: missing {missing[:5]}, "
-                f"unexpected {unexpected[:5]} (was the model configuration changed?)"
-            )
+        averaged_state = None
+        model_url = storage.join(url, TRAINING_WEIGHTS_NAME)
+        if storage.exists(model_url):
+            averaged_state = self._model_state(storage.join(url, WEIGHTS_NAME), model)
+        else:
+            model_url = storage.join(url, WEIGHTS_NAME)
+        model.load_state_dict(self._model_state(model_url, model))
         opt_url = storage.join(url, "optimizer.pt")
         optimizer.load_state_dict(_torch_from_bytes(storage.read_bytes(opt_url), opt_url))
         if scaler is not None:
@@ -283,4 +296,19 @@ class CheckpointManager:
             data_state=rank_state["data"],
             trainer_state=state,
             process_state=rank_state.get("process", {}),
+            averaged_state=averaged_state,
         )
+
+    @staticmethod
+    def _model_state(url: str, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        """The state in the safetensors file ``url``, checked against ``model``'s entries."""
+        tensors = load_safetensors(storage.read_bytes(url))
+        expected = model.state_dict().keys()
+        missing = [k for k in expected if k not in tensors]
+        unexpected = [k for k in tensors if k not in expected]
+        if missing or unexpected:
+            raise RuntimeError(
+                f"{url} does not match the model: missing {missing[:5]}, "
+                f"unexpected {unexpected[:5]} (was the model configuration changed?)"
+            )
+        return tensors

@@ -29,6 +29,7 @@ from denseav.config import DenseAVConfig
 from denseav.losses import DenseAVLoss
 from denseav.model import DenseAV
 from shards import storage
+from trainer.averaging import WeightAverage
 from trainer.checkpoint import CheckpointManager
 from trainer.data import build_loader
 from trainer.logger import TrainLogger, setup_python_logging
@@ -142,16 +143,28 @@ def run(cfg: TrainConfig) -> RunState:
         loader = build_loader(cfg.data, cfg.seed, rank, world)
     except (OSError, ValueError) as err:  # a missing index, an empty or unreadable dataset
         raise ConfigError(f"data.datasets: {err}") from None
-    state = RunState(step=0, phase=phase_at(0, cfg.warmup_aligner_steps))
+    average = (
+        WeightAverage(cfg.optim.ema_decay, cfg.optim.ema_start) if cfg.optim.ema_decay else None
+    )
+    state = RunState(step=0, phase=phase_at(0, cfg.warmup_aligner_steps), average=average)
     if resume_url is not None:
         restored = checkpoints.load(resume_url, model, optimizer, accelerator.scaler)
         scheduler.load_state_dict(restored.scheduler)
         loader.load_state_dict(restored.data_state)
+        if restored.averaged_state is not None:
+            if average is None:
+                log.warning(
+                    "%s holds a weight average but optim.ema_decay is 0: continuing without it",
+                    resume_url,
+                )
+            else:
+                average.load_state_dict(restored.averaged_state, model)
         donors = restored.process_state.get("splice_donors")
         state = RunState(
             step=restored.step,
             phase=restored.phase,
             splice_donors=DonorClips.from_state_dict(donors) if donors else None,
+            average=average,
         )
         log.info("resumed from %s at step %d (phase %d)", resume_url, state.step, state.phase)
     accelerator.wait_for_everyone()
@@ -184,6 +197,9 @@ def run(cfg: TrainConfig) -> RunState:
     )
 
     export = cfg.checkpoint.export_dir or os.path.join(cfg.output_dir, "final_model")
+    averaged = state.average.state_dict(model) if state.average is not None else None
+    if averaged is not None:
+        model.load_state_dict(averaged)  # training is over: the run's model is the average
     if accelerator.is_main_process:
         export_model(model, export)
         log.info(

@@ -97,6 +97,15 @@ class OptimConfig:
     )
     clip_grad: float = _help("Per-tensor gradient-norm clip (0 disables).", default=10.0)
     grad_accum: int = _help("Micro-batches accumulated per optimizer step.", default=1)
+    ema_decay: float = _help(
+        "Exponential moving average of the weights (trainer/averaging.py), e.g. 0.999; the "
+        "exported model and each checkpoint's model.safetensors hold the average (0: off, the "
+        "paper).",
+        default=0.0,
+    )
+    ema_start: int = _help(
+        "Optimizer step at which the weight average starts, as a copy of the weights.", default=0
+    )
 
 
 @dataclass
@@ -304,6 +313,8 @@ def validate(cfg: TrainConfig) -> None:
     _check(o.warmup_steps >= 0, "optim.warmup_steps", o.warmup_steps, "must be >= 0")
     _check(o.clip_grad >= 0, "optim.clip_grad", o.clip_grad, "must be >= 0 (0 disables)")
     _check(o.grad_accum >= 1, "optim.grad_accum", o.grad_accum, "must be >= 1")
+    _check(0 <= o.ema_decay < 1, "optim.ema_decay", o.ema_decay, "must be in [0, 1) (0 disables)")
+    _check(o.ema_start >= 0, "optim.ema_start", o.ema_start, "must be >= 0")
     _check(c.every >= 0, "checkpoint.every", c.every, "must be >= 0")
     _check(c.keep >= 1, "checkpoint.keep", c.keep, "must be >= 1")
     _check(lg.every >= 1, "logging.every", lg.every, "must be >= 1")

@@ -33,6 +33,7 @@ from denseav.model import AudioFeatures, DenseAV, DenseAVOutput, ImageFeatures
 from shards.format import SAMPLE_RATE
 from shards.loader import ShardLoader
 from shards.reader import derive_seed
+from trainer.averaging import WeightAverage
 from trainer.checkpoint import CheckpointManager
 from trainer.data import TrainBatch, collate
 from trainer.distributed import gather_no_grad, gather_with_grad, is_distributed, local_offset
@@ -230,12 +231,14 @@ def apply_gradients(
 
 @dataclass
 class RunState:
-    """Where the run is: optimizer steps done, the current phase, and this process's previous
-    micro-batch (the clips the next one splices its negative pieces from)."""
+    """Where the run is: optimizer steps done, the current phase, this process's previous
+    micro-batch (the clips the next one splices its negative pieces from) and the weight average
+    (None when ``optim.ema_decay`` is 0)."""
 
     step: int
     phase: int
     splice_donors: DonorClips | None = None
+    average: WeightAverage | None = None
 
 
 def train(
@@ -293,6 +296,8 @@ def train(
         lrs = {f"lr/{g['name']}": float(g["lr"]) for g in optimizer.param_groups}  # used this step
         scheduler.step()
         state.step += 1
+        if state.average is not None:
+            state.average.update(model, state.step)
         window_steps += 1
         logger.advance()
 
@@ -337,6 +342,7 @@ def train(
                 {"seed": cfg.seed},
                 {"splice_donors": state.splice_donors and state.splice_donors.state_dict()},
                 model.config_json(),
+                state.average.state_dict(model) if state.average is not None else None,
             )
             log.info("step %d: checkpoint written to %s", state.step, url)
     return state
