@@ -128,6 +128,16 @@ def test_training_uses_both_corpora_resume_and_the_machine_notes_launch_form(tmp
     assert "--multi_gpu" in prefix and prefix[prefix.index("--num_processes") + 1] == "2"
 
 
+@pytest.mark.parametrize("name", sorted(demo.PRESETS))
+def test_every_preset_trains_a_valid_configuration(name, tmp_path):
+    from trainer.params import load_config
+
+    args = demo.Demo(demo.PRESETS[name], tmp_path, str(tmp_path)).train_args()
+    cfg = load_config(args[1], args[2:])
+    assert cfg.steps == int(args[args.index("--steps") + 1])
+    assert [d.name for d in cfg.data.datasets] == ["audioset", "placesaudio"]
+
+
 def test_help_lists_presets():
     out = subprocess.run([sys.executable, str(REPO / "scripts" / "demo.py"), "--help"],
                          capture_output=True, text=True, check=True).stdout
