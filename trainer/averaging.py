@@ -62,7 +62,7 @@ class WeightAverage:
     def load_state_dict(self, state: dict[str, torch.Tensor], model: nn.Module) -> None:
         """Restore from :meth:`state_dict`'s output (e.g. a checkpoint), on ``model``'s devices."""
         current = self._floats(model)
-        if set(current) - set(state):
-            missing = sorted(set(current) - set(state))
+        missing = sorted(set(current) - set(state))
+        if missing:
             raise ValueError(f"the averaged weights lack {missing[:5]}")
         self.tensors = {k: state[k].to(v.device, v.dtype).clone() for k, v in current.items()}
