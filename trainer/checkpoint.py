@@ -102,9 +102,9 @@ def _publish_safetensors(tensors: dict[str, torch.Tensor], url: str) -> None:
         storage.upload_file(path, url)
 
 
-def model_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The model state as independent, contiguous CPU tensors (shared weights are copied)."""
-    return {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+def cpu_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A model state as independent, contiguous CPU tensors (shared weights are copied)."""
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
 
 
 # ------------------------------------------------------------------------------- manager
@@ -219,12 +219,13 @@ class CheckpointManager:
         }
         storage.write_bytes(storage.join(url, f"rank-{self.rank}.pt"), _torch_bytes(rank_state))
         if self.rank == 0:
-            if averaged_state is None:
-                _publish_safetensors(model_tensors(model), storage.join(url, WEIGHTS_NAME))
-            else:
-                averaged = {k: v.detach().to("cpu").contiguous() for k, v in averaged_state.items()}
-                _publish_safetensors(averaged, storage.join(url, WEIGHTS_NAME))
-                _publish_safetensors(model_tensors(model), storage.join(url, TRAINING_WEIGHTS_NAME))
+            weights = (
+                {WEIGHTS_NAME: model.state_dict()}
+                if averaged_state is None
+                else {WEIGHTS_NAME: averaged_state, TRAINING_WEIGHTS_NAME: model.state_dict()}
+            )
+            for name, tensors in weights.items():
+                _publish_safetensors(cpu_tensors(tensors), storage.join(url, name))
             if model_config_json is not None:
                 storage.write_bytes(storage.join(url, CONFIG_NAME), model_config_json.encode())
             storage.write_bytes(
