@@ -9,6 +9,7 @@
 """
 
 import json
+import logging
 import os
 import signal
 import socket
@@ -270,6 +271,43 @@ def test_weight_average_is_exported_and_resumed_exactly(tmp_path):
     resumed = train(tmp_path / "resumed")
     assert json.loads((tmp_path / "resumed" / "run.json").read_text())["start_step"] == 3
     assert all(torch.equal(v, exported[k]) for k, v in resumed.items())
+
+
+def test_weight_average_turned_on_at_resume_starts_from_the_checkpoint(tmp_path, caplog):
+    from trainer.main import run
+    from trainer.params import load_config
+
+    datasets = _datasets(str(tmp_path / "data"))
+    ckpt = tmp_path / "ckpt"
+
+    def train(out: Path, steps: int, **ema) -> None:
+        config = _config(
+            tmp_path / "cfg.yaml",
+            datasets,
+            out,
+            str(ckpt),
+            steps=steps,
+            checkpoint__every=1,
+            checkpoint__keep=5,
+            checkpoint__resume="latest",
+            data__num_workers=0,
+            **ema,
+        )
+        run(load_config(config))
+
+    # Two steps without an average, then resumed with one that should have started at step 1.
+    train(tmp_path / "plain", 2)
+    with caplog.at_level(logging.WARNING):
+        train(tmp_path / "averaged", 4, optim__ema_decay=0.5, optim__ema_start=1)
+    assert "holds no weight average" in caplog.text and "at step 2" in caplog.text
+    w = {2: load_file(ckpt / "step-000000002" / "model.safetensors")}
+    for s in (3, 4):
+        w[s] = load_file(ckpt / f"step-{s:09d}" / "training_weights.safetensors")
+    exported = load_file(tmp_path / "averaged" / "final_model" / "model.safetensors")
+    name = "image_aligner.proj.weight"
+    torch.testing.assert_close(
+        exported[name], 0.25 * w[2][name] + 0.25 * w[3][name] + 0.5 * w[4][name]
+    )
 
 
 def test_help_and_config_errors(capsys, tmp_path):

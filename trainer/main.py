@@ -159,6 +159,15 @@ def run(cfg: TrainConfig) -> RunState:
                 )
             else:
                 average.load_state_dict(restored.averaged_state, model)
+        elif average is not None and restored.step >= average.start:
+            log.warning(
+                "%s holds no weight average (written with optim.ema_decay 0?) although "
+                "optim.ema_start=%d: the average starts from its weights, at step %d",
+                resume_url,
+                average.start,
+                restored.step,
+            )
+            average.update(model, restored.step)
         donors = restored.process_state.get("splice_donors")
         state = RunState(
             step=restored.step,
