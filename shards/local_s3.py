@@ -24,6 +24,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -42,6 +44,10 @@ _PORT_FLAGS = (
     "admin.port",
     "admin.port.grpc",
 )
+
+
+# Start of the error when SeaweedFS answers but cannot store (usually a nearly full disk).
+NO_STORAGE = "no volume can take data"
 
 
 def find_weed() -> str:
@@ -109,6 +115,7 @@ class LocalS3Server:
         self.secret_key = secret_key
         self.process: subprocess.Popen | None = None
         self.port: int | None = None
+        self._master_port: int | None = None
 
     @property
     def endpoint(self) -> str:
@@ -147,7 +154,9 @@ class LocalS3Server:
         ]
 
     def start(self, timeout: float = 60.0) -> LocalS3Server:
-        """Launch the server and wait until an authenticated S3 request succeeds."""
+        """Launch the server and wait until an authenticated S3 request succeeds and a volume
+        can take data (SeaweedFS answers S3 requests, but hangs on every upload, when its disk
+        is nearly full)."""
         for sub in ("logs", "data"):
             (self.workdir / sub).mkdir(parents=True, exist_ok=True)
         identities = {
@@ -165,7 +174,7 @@ class LocalS3Server:
             ports = dict(zip(_PORT_FLAGS, _free_ports(len(_PORT_FLAGS))))
             if self.requested_s3_port:
                 ports["s3.port"] = self.requested_s3_port
-            self.port = ports["s3.port"]
+            self.port, self._master_port = ports["s3.port"], ports["master.port"]
             with open(self.workdir / "weed.out", "ab") as log_file:  # the child keeps its copy
                 self.process = subprocess.Popen(
                     self._command(ports),
@@ -181,8 +190,10 @@ class LocalS3Server:
             if ok:
                 return self
             self._terminate()
+            if last_error.startswith(NO_STORAGE):  # another port would not help
+                break
         raise RuntimeError(
-            f"SeaweedFS did not answer S3 requests ({last_error}); see {self.workdir / 'weed.out'}"
+            f"SeaweedFS is not ready for S3 requests ({last_error}); see {self.workdir / 'weed.out'}"
         )
 
     def _client(self):
@@ -212,11 +223,36 @@ class LocalS3Server:
                 return False, f"weed exited with code {self.process.returncode}"
             try:
                 self._client().list_buckets()
-                return True, ""
             except Exception as exc:  # noqa: BLE001 -- not up yet: connection refused, 503, ...
                 error = f"{type(exc).__name__}: {exc}"
+            else:
+                error = self._storage_error()
+                if not error:
+                    return True, ""
             time.sleep(0.2)
         return False, error
+
+    def _storage_error(self) -> str:
+        """Why no volume can take data, or an empty string when the master can assign a file id."""
+        url = f"http://127.0.0.1:{self._master_port}/dir/assign"
+        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never a proxy
+        try:
+            with direct.open(url, timeout=5) as reply:
+                answer = json.loads(reply.read())
+        except urllib.error.HTTPError as err:  # the master's refusals carry a JSON reason
+            try:
+                answer = json.loads(err.read())
+            except ValueError:
+                answer = {"error": str(err)}
+        except Exception as exc:  # noqa: BLE001 -- the volume server may not have registered yet
+            answer = {"error": f"{type(exc).__name__}: {exc}"}
+        if "fid" in answer:
+            return ""
+        free_gb = shutil.disk_usage(self.workdir).free / 1e9
+        return (
+            f"{NO_STORAGE} ({answer.get('error', answer)}); {free_gb:.1f} GB free on the disk of "
+            f"{self.workdir / 'data'}"
+        )
 
     def create_bucket(self, name: str) -> None:
         """Create bucket ``name`` if it does not exist yet."""

@@ -1,11 +1,16 @@
-"""The local SeaweedFS server does not outlive the process that started it."""
+"""The local SeaweedFS server: ready only when it can store, and never outliving its starter."""
 
+import json
 import os
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+
+from shards.local_s3 import NO_STORAGE, LocalS3Server
 
 STARTER = """
 import sys
@@ -45,3 +50,40 @@ def test_server_stops_when_its_starter_is_killed(tmp_path):
     finally:
         if starter.poll() is None:
             starter.kill()
+
+
+def test_started_server_can_store_an_object(s3_server):
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=s3_server.endpoint)
+    key = s3_server.fresh_url("probe").split("/", 3)[3]
+    client.put_object(Bucket=s3_server.bucket, Key=key, Body=b"x")
+    assert client.get_object(Bucket=s3_server.bucket, Key=key)["Body"].read() == b"x"
+
+
+class _FullMaster(BaseHTTPRequestHandler):
+    """What SeaweedFS's master answers a file-id request when no volume has room."""
+
+    def do_GET(self):
+        body = json.dumps({"error": "no free volumes left"}).encode()
+        self.send_response(406)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_storage_error_names_the_reason_and_the_free_space(tmp_path):
+    master = ThreadingHTTPServer(("127.0.0.1", 0), _FullMaster)
+    threading.Thread(target=master.serve_forever, daemon=True).start()
+    try:
+        server = LocalS3Server(workdir=str(tmp_path))
+        server._master_port = master.server_address[1]
+        error = server._storage_error()
+    finally:
+        master.shutdown()
+    assert error.startswith(f"{NO_STORAGE} (no free volumes left)")
+    assert "GB free on the disk of" in error and str(tmp_path / "data") in error
