@@ -78,6 +78,30 @@ def _config(path: Path, datasets: list[dict], output_dir: Path, ckpt_dir: str, *
     return path
 
 
+def _train_in_process(
+    tmp_path: Path, datasets: list[dict], out: Path, steps: int, **top
+) -> dict[str, torch.Tensor]:
+    """Train in this process with a checkpoint after every step in ``tmp_path/ckpt`` (resumed
+    from when present); returns the exported weights."""
+    from trainer.main import run
+    from trainer.params import load_config
+
+    config = _config(
+        tmp_path / "cfg.yaml",
+        datasets,
+        out,
+        str(tmp_path / "ckpt"),
+        steps=steps,
+        checkpoint__every=1,
+        checkpoint__keep=5,
+        checkpoint__resume="latest",
+        data__num_workers=0,
+        **top,
+    )
+    run(load_config(config))
+    return load_file(out / "final_model" / "model.safetensors")
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -229,28 +253,13 @@ def test_phase_switch_trains_the_backbones_only_in_phase_2(tmp_path):
 
 
 def test_weight_average_is_exported_and_resumed_exactly(tmp_path):
-    from trainer.main import run
-    from trainer.params import load_config
-
     datasets = _datasets(str(tmp_path / "data"))
     ckpt = tmp_path / "ckpt"
 
     def train(out: Path) -> dict[str, torch.Tensor]:
-        config = _config(
-            tmp_path / "cfg.yaml",
-            datasets,
-            out,
-            str(ckpt),
-            steps=4,
-            checkpoint__every=1,
-            checkpoint__keep=5,
-            checkpoint__resume="latest",
-            data__num_workers=0,
-            optim__ema_decay=0.5,
-            optim__ema_start=2,
+        return _train_in_process(
+            tmp_path, datasets, out, 4, optim__ema_decay=0.5, optim__ema_start=2
         )
-        run(load_config(config))
-        return load_file(out / "final_model" / "model.safetensors")
 
     exported = train(tmp_path / "run")
     trained = {
@@ -274,36 +283,18 @@ def test_weight_average_is_exported_and_resumed_exactly(tmp_path):
 
 
 def test_weight_average_turned_on_at_resume_starts_from_the_checkpoint(tmp_path, caplog):
-    from trainer.main import run
-    from trainer.params import load_config
-
     datasets = _datasets(str(tmp_path / "data"))
     ckpt = tmp_path / "ckpt"
-
-    def train(out: Path, steps: int, **ema) -> None:
-        config = _config(
-            tmp_path / "cfg.yaml",
-            datasets,
-            out,
-            str(ckpt),
-            steps=steps,
-            checkpoint__every=1,
-            checkpoint__keep=5,
-            checkpoint__resume="latest",
-            data__num_workers=0,
-            **ema,
-        )
-        run(load_config(config))
-
     # Two steps without an average, then resumed with one that should have started at step 1.
-    train(tmp_path / "plain", 2)
+    _train_in_process(tmp_path, datasets, tmp_path / "plain", 2)
     with caplog.at_level(logging.WARNING):
-        train(tmp_path / "averaged", 4, optim__ema_decay=0.5, optim__ema_start=1)
+        exported = _train_in_process(
+            tmp_path, datasets, tmp_path / "averaged", 4, optim__ema_decay=0.5, optim__ema_start=1
+        )
     assert "holds no weight average" in caplog.text and "at step 2" in caplog.text
     w = {2: load_file(ckpt / "step-000000002" / "model.safetensors")}
     for s in (3, 4):
         w[s] = load_file(ckpt / f"step-{s:09d}" / "training_weights.safetensors")
-    exported = load_file(tmp_path / "averaged" / "final_model" / "model.safetensors")
     name = "image_aligner.proj.weight"
     torch.testing.assert_close(
         exported[name], 0.25 * w[2][name] + 0.25 * w[3][name] + 0.5 * w[4][name]
