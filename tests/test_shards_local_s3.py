@@ -10,6 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from shards import storage
 from shards.local_s3 import NO_STORAGE, LocalS3Server
 
 STARTER = """
@@ -53,12 +54,9 @@ def test_server_stops_when_its_starter_is_killed(tmp_path):
 
 
 def test_started_server_can_store_an_object(s3_server):
-    import boto3
-
-    client = boto3.client("s3", endpoint_url=s3_server.endpoint)
-    key = s3_server.fresh_url("probe").split("/", 3)[3]
-    client.put_object(Bucket=s3_server.bucket, Key=key, Body=b"x")
-    assert client.get_object(Bucket=s3_server.bucket, Key=key)["Body"].read() == b"x"
+    url = storage.join(s3_server.fresh_url("probe"), "object")
+    storage.write_bytes(url, b"x")
+    assert storage.read_bytes(url) == b"x"
 
 
 class _FullMaster(BaseHTTPRequestHandler):
