@@ -177,18 +177,18 @@ class DenseAVConfig:
 
         Sized so a batch of 16 ten-second clips trains on a CPU. Images: a ResNet of two stages
         of one basic block each (widths 64, 96) giving a 12 x 12 feature map, like a patch-8 ViT
-        at 96 px, whose features each see 51 px of the image (two blocks per stage see all of it,
-        and localised spoken words less sharply: held-out speech mAP after 3000 steps 0.71
-        against 0.77). Audio: a two-layer conv feature encoder (a fixed 25 ms log-mel filter bank at a
-        10 ms hop, then a learned stride-2 conv: 320 samples per frame, like HuBERT's), 3
-        transformer layers of width 64, no dropout.
+        at 96 px, whose features each see 51 px of the image (with two blocks per stage they see
+        all of it and localise spoken words less sharply: held-out speech mAP after 3000 steps
+        0.71 against 0.77-0.80). Audio: a two-layer conv feature encoder (a fixed 25 ms log-mel
+        filter bank at a 10 ms hop, then a learned stride-2 conv: 320 samples per frame, like
+        HuBERT's), 3 transformer layers of width 64, no dropout.
 
         Both backbones start from random weights, which shapes three choices, each measured on the
         toy world (docs/demo.md): the whole image backbone trains in phase 2 (LoRA adapters on a
         random backbone left held-out segmentation at chance); the image backbone is
         convolutional (a fully trained random ViT spreads each clip's evidence over every token,
-        and its held-out speech-prompted mAP after 1200 steps was 0.38 against 0.62-0.69 for this
-        ResNet); and the audio starts from standardised log-mel frames, from which a random
+        and its held-out speech-prompted mAP after 1200 steps was 0.38 against 0.62-0.69 for a
+        ResNet of two blocks per stage); and the audio starts from standardised log-mel frames, from which a random
         HuBERT learns words several times faster than from its own waveform layer.
         """
         settings: dict[str, Any] = {
