@@ -188,8 +188,9 @@ class DenseAVConfig:
         random backbone left held-out segmentation at chance); the image backbone is
         convolutional (a fully trained random ViT spreads each clip's evidence over every token,
         and its held-out speech-prompted mAP after 1200 steps was 0.38 against 0.62-0.69 for a
-        ResNet of two blocks per stage); and the audio starts from standardised log-mel frames, from which a random
-        HuBERT learns words several times faster than from its own waveform layer.
+        ResNet of two blocks per stage); and the audio starts from standardised log-mel frames,
+        from which a random HuBERT learns words several times faster than from its own waveform
+        layer.
         """
         settings: dict[str, Any] = {
             "image_backbone": None,
