@@ -532,6 +532,12 @@ class Demo:
         earlier = json.loads(previous.read_text()).get("stage_seconds", {}) if previous.is_file() else {}
         return {name: earlier.get(name) if t is None else t for name, t in self.timings.items()}
 
+    def machine(self) -> dict[str, Any] | None:
+        """The training machine as the trainer recorded it in ``run.json`` (None before training):
+        the figures hold for its CPU; on another the same run ends like another seed would."""
+        run = self.train_dir / "run.json"
+        return json.loads(run.read_text()).get("machine") if run.is_file() else None
+
     def metrics(self) -> dict[str, Any]:
         ev = self.eval_dir
 
@@ -575,9 +581,10 @@ class Demo:
         grids = sorted(str(p) for p in self.eval_dir.glob("*/examples/*.png"))
         seconds = self.stage_seconds()
         reused = [name for name, t in self.timings.items() if t is None]
+        machine = self.machine()
         report = {"preset": self.preset.name, "seed": self.seed, "store": self.store,
                   "num_processes": self.num_processes, "metrics": m, "bar": rows,
-                  "stage_seconds": seconds, "stages_reused": reused,
+                  "stage_seconds": seconds, "stages_reused": reused, "machine": machine,
                   "pictures": pictures, "example_grids": grids, "model": str(self.model_dir)}
         (self.out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
         lines = [
@@ -612,6 +619,10 @@ class Demo:
         if reused:
             lines += ["", ("(* outputs reused from an earlier invocation; its time as that run "
                            "reported it. 'reused' without a time: made by another preset's run.)")]
+        if machine:
+            lines += ["", (f"Trained on {machine['cpu']} ({machine['torch_cpu_capability']} "
+                           f"kernels, torch {machine['torch']}); on another CPU the same run ends "
+                           "like another training seed would.")]
         lines += ["", "## Pictures", ""]
         lines += [f"![{Path(p).stem}]({Path(p).relative_to(self.out)})" for p in pictures]
         lines += ["", "Example grids per class (best, worst, random prompt):", ""]

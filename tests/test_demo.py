@@ -115,6 +115,15 @@ def test_reused_stages_report_the_time_of_the_run_that_made_them(tmp_path):
     assert 0 <= d.stage_seconds()["train"] < 5  # this invocation's, not the earlier 700 s
 
 
+def test_report_names_the_training_machine_from_the_trainers_run_record(tmp_path):
+    d = demo.Demo(demo.PRESETS["smoke"], tmp_path, str(tmp_path))
+    assert d.machine() is None  # not trained yet
+    d.train_dir.mkdir(parents=True)
+    machine = {"cpu": "AMD EPYC", "torch_cpu_capability": "AVX512", "torch": "2.13.0+cpu"}
+    (d.train_dir / "run.json").write_text(json.dumps({"world_size": 1, "machine": machine}))
+    assert d.machine() == machine
+
+
 def test_training_uses_both_corpora_resume_and_the_machine_notes_launch_form(tmp_path):
     d = demo.Demo(demo.PRESETS["default"], tmp_path, "s3://bucket/demo", num_processes=2)
     args = d.train_args()
@@ -162,6 +171,7 @@ def test_smoke_preset_learns_end_to_end(tmp_path):
     assert m["sound_mAP"] > 1.5 * m["sound_chance_mAP"]
     assert m["speech_mAP"] > 0.9 * m["speech_chance_mAP"]
     assert report["pictures"] and all(Path(p).is_file() for p in report["pictures"])
+    assert report["machine"]["torch_cpu_capability"]  # the run.json the trainer wrote
 
     rerun = subprocess.run(cmd, capture_output=True, text=True, check=False)  # resumes: everything skipped
     assert rerun.returncode == 0, rerun.stderr[-3000:]

@@ -251,6 +251,11 @@ def test_phase_switch_trains_the_backbones_only_in_phase_2(tmp_path):
     # Linear warm-up over 2 steps, restarted when phase 2 begins.
     assert [metrics[s]["lr/aligners"] for s in (1, 2, 3)] == pytest.approx([5e-4, 1e-3, 5e-4])
 
+    # run.json names the machine (the same config and seed take another float path on another CPU).
+    machine = json.loads((out / "run.json").read_text())["machine"]
+    assert machine["torch_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert machine["cpu"] and machine["torch"] == torch.__version__ and machine["cpu_count"] >= 1
+
 
 def test_weight_average_is_exported_and_resumed_exactly(tmp_path):
     datasets = _datasets(str(tmp_path / "data"))

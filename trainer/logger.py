@@ -11,13 +11,43 @@ from __future__ import annotations
 import json
 import logging
 import os
+import platform
 import sys
 from typing import Any
 
+import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 log = logging.getLogger("trainer")
+
+
+def _cpu_model() -> str:
+    """The CPU's model name from ``/proc/cpuinfo`` (Linux), else what ``platform`` knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info() -> dict[str, Any]:
+    """What a run's numbers depend on besides its config and seed.
+
+    Training is deterministic for a config and seed on one machine, but the kernels torch picks
+    follow the CPU's instruction set (``torch_cpu_capability``: e.g. AVX2 or AVX512): on another
+    CPU the same run takes another float path and ends like another training seed would.
+    """
+    return {
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
 
 
 def setup_python_logging(is_main: bool) -> None:
@@ -78,7 +108,7 @@ class TrainLogger:
         self.bar.update(1)
 
     def write_run_info(self, info: dict[str, Any]) -> None:
-        """``{output_dir}/run.json``: world size, devices, config (main process)."""
+        """``{output_dir}/run.json``: world size, devices, machine, config (main process)."""
         if self.is_main:
             with open(os.path.join(os.path.dirname(self.metrics_path), "run.json"), "w") as f:
                 json.dump(info, f, indent=1, default=str)

@@ -32,7 +32,7 @@ from shards import storage
 from trainer.averaging import WeightAverage
 from trainer.checkpoint import CheckpointManager
 from trainer.data import build_loader
-from trainer.logger import TrainLogger, setup_python_logging
+from trainer.logger import TrainLogger, machine_info, setup_python_logging
 from trainer.params import ConfigError, TrainConfig, help_text, load_config, to_dict
 from trainer.scheduler import phase_scheduler
 from trainer.splice import DonorClips
@@ -195,6 +195,7 @@ def run(cfg: TrainConfig) -> RunState:
             "distributed_type": str(accelerator.distributed_type),
             "device": str(accelerator.device),
             "mixed_precision": cfg.mixed_precision,
+            "machine": machine_info(),
             "resumed_from": resume_url,
             "start_step": state.step,
             "config": to_dict(cfg),
