@@ -92,14 +92,15 @@ PRESETS: dict[str, Preset] = {
         world="demo",
         config="configs/toy_demo.yaml",
         train_args=("--steps", "1200"),
-        description="about 15 minutes on 2 cores from scratch",
+        description="about 18 minutes on 2 cores from scratch",
     ),
     "long": Preset(
         name="long",
         world="demo",
         config="configs/toy_demo.yaml",
         train_args=("--steps", "3000"),
-        description="about 35 minutes on 2 cores; the run the learning bar is measured on",
+        description="about 40 minutes on 2 cores from scratch (53 beside another training); "
+                    "the run the learning bar is measured on",
     ),
 }
 
