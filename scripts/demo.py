@@ -99,7 +99,7 @@ PRESETS: dict[str, Preset] = {
         world="demo",
         config="configs/toy_demo.yaml",
         train_args=("--steps", "3000"),
-        description="about 40 minutes on 2 cores from scratch (53 beside another training); "
+        description="30-40 minutes on 2 cores from scratch (53 beside another training); "
                     "the run the learning bar is measured on",
     ),
 }
