@@ -22,6 +22,7 @@ that DataLoader's round-robin starts with the worker that was next.
 from __future__ import annotations
 
 import copy
+import gc
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -275,6 +276,9 @@ class ShardLoader:
         if c.num_workers == 0:
             batches: Any = iter(dataset)
         else:
+            # Free the cyclic garbage here, before the workers fork: a worker that frees an
+            # inherited PyAV frame waits forever on codec threads that exist only in this process.
+            gc.collect()
             batches = iter(
                 DataLoader(
                     dataset,

@@ -4,9 +4,11 @@ Datasets are tiny (64x64 frames) but go through the real writer, index, tar stre
 decoding, on a local folder and on the session's SeaweedFS S3 server.
 """
 
+import gc
 import io
 import json
 import logging
+import os
 import tarfile
 from collections import Counter
 
@@ -50,6 +52,39 @@ def test_eval_split_covers_every_sample_once(storage_root, num_shards, counts):
         loader = build_eval_loader(url, batch_size=2, rank=rank, world_size=2, num_workers=2)
         seen += _keys(loader)
     assert sorted(seen) == sorted(keys) and len(seen) == len(set(seen))
+
+
+class _Finalised:
+    """Appends the pid of the process that finalises it (a stand-in for a decoded video frame,
+    whose finaliser joins codec threads that exist only in the process that made them)."""
+
+    def __init__(self, log):
+        self.log, self.cycle = log, self
+
+    def __del__(self):
+        with open(self.log, "a") as f:
+            f.write(f"{os.getpid()}\n")
+
+
+def _collect(sample, rng):
+    gc.collect()  # what a worker's allocations trigger sooner or later
+    return sample
+
+
+def test_workers_do_not_finalise_the_parents_cyclic_garbage(tmp_path):
+    """Garbage in a reference cycle must be freed before the workers fork: a forked worker that
+    frees a PyAV frame deadlocks on its codec threads (seen: make test hung here)."""
+    url = str(tmp_path / "ds")
+    write_synthetic_dataset(url, 2, [2, 2], seed=1)
+    log = tmp_path / "finalised"
+    gc.disable()  # the cycle stays uncollected until the loader starts
+    try:
+        _Finalised(log)
+        loader = build_eval_loader(url, batch_size=2, num_workers=2, sample_transform=_collect)
+        assert len(_keys(loader)) == 4
+    finally:
+        gc.enable()
+    assert log.read_text().split() == [str(os.getpid())]
 
 
 def test_eval_repeats_identically_and_shuffles_by_seed(tmp_path):
