@@ -61,6 +61,7 @@ def test_yaml_and_overrides(tmp_path):
         (BASE, ["--optim.decay", "linear"], ["optim.decay='linear'", "cosine"]),
         (BASE, ["--grayscale_p", "1.5"], ["data.grayscale_p=1.5", "probability"]),
         (BASE, ["--splice_max_fraction", "1.5"], ["data.splice_max_fraction=1.5", "(0, 1)"]),
+        (BASE, ["--splice_probability", "-0.1"], ["data.splice_probability=-0.1", "probability"]),
         (BASE, ["--nosuch", "1"], ["'nosuch'"]),
         (BASE, ["--every", "3"], ["ambiguous", "checkpoint.every", "logging.every"]),
         (BASE, ["--steps"], ["--steps needs a value"]),

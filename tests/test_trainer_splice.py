@@ -80,6 +80,21 @@ def test_max_fraction_caps_the_piece_at_a_share_of_the_clip():
     assert lengths[1] == {SR} and lengths[2] == {int(0.6 * SR)}  # short clips: cut to 40 %
 
 
+def test_splice_probability_leaves_some_clips_whole_and_one_changes_nothing():
+    valid = torch.full((400,), 10 * SR)
+    donor_valid = torch.tensor([10 * SR, 5 * SR])
+
+    def draw(seed, **kw):
+        return draw_splices(valid, donor_valid, torch.Generator().manual_seed(seed), SR, **kw)
+
+    # At 1 no coin is drawn: the same pieces as a run without the setting (old runs resume alike).
+    assert draw(5, probability=1.0) == draw(5)
+    assert draw(5, probability=0.0) == [None] * len(valid)
+    half = draw(5, probability=0.5)
+    assert half == draw(5, probability=0.5)  # a fixed seed gives a fixed choice
+    assert 150 < sum(sp is not None for sp in half) < 250
+
+
 def test_applied_splice_mixes_audio_and_masks_by_the_crossfade():
     audio, valid = _batch()
     n = audio.shape[1]

@@ -78,6 +78,11 @@ class DataConfig:
         "published code). 0.4 keeps the published 4 s in 10 s on clips shorter than 10 s.",
         default=None,
     )
+    splice_probability: float = _help(
+        "Chance that a clip gets a negative piece (1: every clip; 0 splices nothing, like "
+        "splice: false).",
+        default=1.0,
+    )
 
 
 @dataclass
@@ -276,7 +281,7 @@ def validate(cfg: TrainConfig) -> None:
         (d.crop_scale_min, d.crop_scale_max),
         "need 0 < crop_scale_min <= crop_scale_max <= 1",
     )
-    for key in ("hflip_p", "color_jitter_p", "grayscale_p"):
+    for key in ("hflip_p", "color_jitter_p", "grayscale_p", "splice_probability"):
         value = getattr(d, key)
         _check(0 <= value <= 1, f"data.{key}", value, "a probability must be in [0, 1]")
     _check(0 <= d.color_jitter <= 0.5, "data.color_jitter", d.color_jitter, "must be in [0, 0.5]")

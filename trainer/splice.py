@@ -109,6 +109,7 @@ def draw_splices(
     min_seconds: float = 1.0,
     max_seconds: float = 4.0,
     max_fraction: float | None = None,
+    probability: float = 1.0,
 ) -> list[Splice | None]:
     """Choose, for every clip, a donor clip and a piece of its valid audio to mix in.
 
@@ -118,9 +119,11 @@ def draw_splices(
         generator: the source of every random choice.
         max_fraction: if set, a piece is at most this fraction of the clip's own audio (the
             drawn length is cut down to it).
+        probability: chance that a clip gets a piece at all. At 1 no coin is drawn, so the
+            choices are those of a run without this setting.
     Returns:
         One :class:`Splice` per clip, placed inside the clip's own audio; None when there are no
-        donors or the piece would not fit (a clip no longer than the piece).
+        donors, the clip's coin said no or the piece would not fit (a clip no longer than the piece).
     """
     if donor_valid_samples.numel() == 0:
         return [None] * len(valid_samples)
@@ -128,6 +131,9 @@ def draw_splices(
     hi = round(max_seconds * sample_rate)
     out: list[Splice | None] = []
     for own in valid_samples.tolist():
+        if probability < 1 and float(torch.rand((), generator=generator)) >= probability:
+            out.append(None)
+            continue
         donor = _uniform_int(0, donor_valid_samples.numel() - 1, generator)
         donor_len = int(donor_valid_samples[donor])
         length = min(_uniform_int(lo, hi, generator), donor_len)
@@ -189,6 +195,7 @@ def splice_negatives(
     min_seconds: float = 1.0,
     max_seconds: float = 4.0,
     max_fraction: float | None = None,
+    probability: float = 1.0,
 ) -> SplicedAudio:
     """Mix into each clip a piece of a donor clip (:func:`draw_splices` + :func:`apply_splices`).
 
@@ -200,6 +207,7 @@ def splice_negatives(
         sample_rate: samples per second of ``audio``.
         min_seconds, max_seconds: range of the piece length, drawn uniformly.
         max_fraction: cap on the piece length as a fraction of the clip's own audio (None: none).
+        probability: chance that a clip gets a piece.
     """
     splices = draw_splices(
         valid_samples,
@@ -209,5 +217,6 @@ def splice_negatives(
         min_seconds,
         max_seconds,
         max_fraction,
+        probability,
     )
     return apply_splices(audio, valid_samples, splices, donors.audio, sample_rate)

@@ -128,6 +128,7 @@ def splice_batch(
             cfg.data.splice_min_seconds,
             cfg.data.splice_max_seconds,
             cfg.data.splice_max_fraction,
+            cfg.data.splice_probability,
         )
     return apply_splices(batch.audio, batch.valid_samples, [None] * len(batch), None, SAMPLE_RATE)
 
