@@ -87,6 +87,9 @@ class DenseAVConfig:
     nonneg_weight: float = 0.01
     tv_weight: float = 0.01
     nonneg_samples: int = 250
+    # Whether spliced negative tokens count in InfoNCE's time average (the published code: they
+    # do); False leaves them to the splice term alone.
+    splice_in_infonce: bool = True
 
     def __post_init__(self) -> None:
         self.image_mean = tuple(self.image_mean)

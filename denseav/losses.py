@@ -138,6 +138,15 @@ class DenseAVLoss(nn.Module):
         super().__init__()
         self.config = config
 
+    def contrast_mask(
+        self, audio_mask: torch.Tensor, splice_mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        """``(B, T)`` token weights of InfoNCE's time average: the clip's valid tokens, without the
+        spliced ones when ``config.splice_in_infonce`` is False."""
+        if self.config.splice_in_infonce or splice_mask is None:
+            return audio_mask
+        return audio_mask * (1 - splice_mask.to(audio_mask.dtype))
+
     def _similarity(self, audio: AudioFeatures, image: ImageFeatures) -> torch.Tensor:
         c = self.config
         return similarity_matrix(
@@ -171,19 +180,23 @@ class DenseAVLoss(nn.Module):
             inverse_temperature: clamped gamma, 0-d (``DenseAVOutput.inverse_temperature``).
             splice_mask: ``(B, T)`` soft token-rate mask of spliced negative audio
                 (``model.token_mask(sample_level_splice_mask)``); None = no splice.
-            all_audio / all_image: the global batch (``G`` rows), or None for a single process.
+            all_audio / all_image: the global batch (``G`` rows), or None for a single process;
+                ``all_audio.mask`` holds every row's :meth:`contrast_mask`.
             offset: index of the first local row in the global batch.
             generator: CPU random source of the NonNeg coordinates (default: torch's global RNG).
         Returns:
             ``{"loss", "a2v", "v2a", "dis", "splice", "silence", "cal", "nonneg", "tv"}``, 0-d tensors.
         """
         c = self.config
+        contrast = AudioFeatures(
+            audio.features, self.contrast_mask(audio.mask, splice_mask), audio.cls
+        )
         if all_audio is None:
-            all_audio, offset_a = audio, 0
+            all_audio, offset_a = contrast, 0
         else:
             all_audio = AudioFeatures(
                 features=_with_local(all_audio.features, audio.features, offset),
-                mask=_with_local(all_audio.mask, audio.mask, offset),
+                mask=_with_local(all_audio.mask, contrast.mask, offset),
                 cls=_with_local(all_audio.cls, audio.cls, offset),
             )
             offset_a = offset
@@ -198,7 +211,7 @@ class DenseAVLoss(nn.Module):
 
         gamma = inverse_temperature
         terms = {
-            "a2v": infonce(gamma * self._similarity(audio, all_image), offset_v),
+            "a2v": infonce(gamma * self._similarity(contrast, all_image), offset_v),
             "v2a": infonce(gamma * self._similarity(all_audio, image).T, offset_a),
         }
         with torch.autocast(audio.features.device.type, enabled=False):

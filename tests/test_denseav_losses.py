@@ -187,6 +187,63 @@ def test_dense_av_loss_terms_and_weighted_total():
     assert no_splice["splice"].item() == 0
 
 
+def _spliced_tokens(b=4, t=5):
+    splice = torch.zeros(b, t, dtype=F64)
+    splice[0, 1:3] = torch.tensor([0.5, 1.0], dtype=F64)
+    splice[3, 4] = 1.0
+    return splice
+
+
+def test_spliced_tokens_can_be_left_out_of_infonce_only():
+    """splice_in_infonce=False: InfoNCE averages over the unspliced tokens (soft weights at the
+    crossfade), while the splice and silence terms still see the clip's own mask."""
+    audio, image = _features()
+    splice = _spliced_tokens()
+    gamma = torch.tensor(0.9, dtype=F64)
+    default = DenseAVLoss(DenseAVConfig.tiny())
+    left_out = DenseAVLoss(DenseAVConfig.tiny(splice_in_infonce=False))
+    got = left_out(audio, image, gamma, splice)
+    as_mask = default(
+        AudioFeatures(audio.features, audio.mask * (1 - splice), audio.cls), image, gamma, splice
+    )
+    spliced = default(audio, image, gamma, splice)
+    for name in ("a2v", "v2a"):
+        assert got[name].item() == pytest.approx(as_mask[name].item()), name
+        assert got[name].item() != pytest.approx(spliced[name].item()), name
+    for name in ("splice", "silence", "dis", "tv"):
+        assert got[name].item() == pytest.approx(spliced[name].item()), name
+    assert left_out(audio, image, gamma)["a2v"].item() == pytest.approx(
+        default(audio, image, gamma)["a2v"].item()
+    )
+
+
+def test_spliced_tokens_left_out_of_the_global_batch_too():
+    """With several processes the gathered masks are each process's contrast_mask: the mean loss
+    of two processes equals the single-process loss of the whole batch."""
+    loss = DenseAVLoss(DenseAVConfig.tiny(splice_in_infonce=False))
+    audio, image = _features()
+    splice = _spliced_tokens()
+    gamma = torch.tensor(1.3, dtype=F64)
+    full = loss(audio, image, gamma, splice)
+    gathered = AudioFeatures(audio.features, loss.contrast_mask(audio.mask, splice), audio.cls)
+    parts = []
+    for rank in range(2):
+        rows = slice(2 * rank, 2 * rank + 2)
+        parts.append(
+            loss(
+                AudioFeatures(audio.features[rows], audio.mask[rows], audio.cls[rows]),
+                ImageFeatures(image.features[rows], image.cls[rows]),
+                gamma,
+                splice[rows],
+                all_audio=gathered,
+                all_image=image,
+                offset=2 * rank,
+            )
+        )
+    for name in ("a2v", "v2a"):
+        assert ((parts[0][name] + parts[1][name]) / 2).item() == pytest.approx(full[name].item())
+
+
 @pytest.mark.parametrize("aggregation", ["multihead", "avgpool", "cls", "maxspace"])
 def test_global_batch_split_over_processes_equals_single_process(aggregation):
     """Two 'processes' with 2 local rows each: their mean loss and its gradients (gathered with

@@ -155,7 +155,9 @@ def global_batch_loss(
     if not is_distributed():
         return loss_fn(audio, image, gamma, splice_tokens, generator=generator)
     all_audio = AudioFeatures(
-        gather_with_grad(audio.features), gather_no_grad(audio.mask), gather_with_grad(audio.cls)
+        gather_with_grad(audio.features),
+        gather_no_grad(loss_fn.contrast_mask(audio.mask, splice_tokens)),
+        gather_with_grad(audio.cls),
     )
     all_image = ImageFeatures(gather_with_grad(image.features), gather_with_grad(image.cls))
     offset = local_offset(audio.features.shape[0], audio.features.device)
