@@ -87,8 +87,8 @@ class DenseAVConfig:
     nonneg_weight: float = 0.01
     tv_weight: float = 0.01
     nonneg_samples: int = 250
-    # Whether spliced negative tokens count in InfoNCE's time average (the published code: they
-    # do); False leaves them to the splice term alone.
+    # Whether spliced negative tokens count in InfoNCE's time average (the paper's eq. 2 averages
+    # over every audio token and names no exception); False leaves them to the splice term alone.
     splice_in_infonce: bool = True
 
     def __post_init__(self) -> None:
