@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     model_cfg = build_model_config({"preset": args.preset})
     model = DenseAV(model_cfg).to(device).train()
     loss_fn = DenseAVLoss(model_cfg)
-    optimizer = torch.optim.Adam(param_groups(model, 5e-5), lr=5e-5)
+    optimizer = torch.optim.AdamW(param_groups(model, 5e-5), lr=5e-5)
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         specs = []

@@ -282,7 +282,13 @@ class CheckpointManager:
             model_url = storage.join(url, WEIGHTS_NAME)
         model.load_state_dict(self._model_state(model_url, model))
         opt_url = storage.join(url, "optimizer.pt")
-        optimizer.load_state_dict(_torch_from_bytes(storage.read_bytes(opt_url), opt_url))
+        try:
+            optimizer.load_state_dict(_torch_from_bytes(storage.read_bytes(opt_url), opt_url))
+        except ValueError as err:  # torch: "... different number of parameter groups" and kin
+            raise RuntimeError(
+                f"checkpoint {url}: its optimizer state does not fit this run's parameter groups"
+                f" ({err}); it was written for another model or optimizer configuration"
+            ) from None
         if scaler is not None:
             scaler_url = storage.join(url, "scaler.pt")
             scaler.load_state_dict(_torch_from_bytes(storage.read_bytes(scaler_url), scaler_url))

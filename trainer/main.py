@@ -129,12 +129,11 @@ def run(cfg: TrainConfig) -> RunState:
     model = DenseAV(model_config).to(accelerator.device)
     model.train()
     loss_fn = DenseAVLoss(model_config)
-    optimizer = torch.optim.Adam(
-        param_groups(model, cfg.optim.lr),
+    optimizer = torch.optim.AdamW(
+        param_groups(model, cfg.optim.lr, cfg.optim.weight_decay),
         lr=cfg.optim.lr,
         betas=(cfg.optim.beta1, cfg.optim.beta2),
         eps=cfg.optim.eps,
-        weight_decay=cfg.optim.weight_decay,
     )
     scheduler = phase_scheduler(
         optimizer, cfg.optim.warmup_steps, cfg.warmup_aligner_steps, cfg.steps, cfg.optim.decay

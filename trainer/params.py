@@ -87,11 +87,15 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
-    lr: float = _help("Adam learning rate (after warm-up).", default=5e-5)
-    beta1: float = _help("Adam beta1.", default=0.9)
-    beta2: float = _help("Adam beta2.", default=0.999)
-    eps: float = _help("Adam epsilon.", default=1e-8)
-    weight_decay: float = _help("Adam (L2) weight decay.", default=0.0)
+    lr: float = _help("AdamW learning rate (after warm-up).", default=5e-5)
+    beta1: float = _help("AdamW beta1.", default=0.9)
+    beta2: float = _help("AdamW beta2.", default=0.999)
+    eps: float = _help("AdamW epsilon.", default=1e-8)
+    weight_decay: float = _help(
+        "Decoupled (AdamW) weight decay of weight matrices and kernels; the inverse temperature,"
+        " biases and normalisation gains never decay.",
+        default=0.0,
+    )
     warmup_steps: int = _help(
         "Linear learning-rate warm-up at the start of each phase (steps).", default=1000
     )

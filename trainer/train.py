@@ -10,7 +10,7 @@ One optimizer step::
         loss <- DenseAVLoss(local, global)      (InfoNCE over the global batch; regularisers
                                                  on the local pairs)
         backward                                (DDP averages gradients over processes)
-    unscale (fp16), per-tensor clip, Adam step, warm-up scheduler step
+    unscale (fp16), per-tensor clip, AdamW step, warm-up scheduler step
 
 Every random draw in a step is seeded from (seed, rank, step), and the data loader resumes at
 its exact position, so a run resumed from a checkpoint repeats the uninterrupted run exactly.
@@ -78,23 +78,33 @@ def enter_phase(accelerator: Accelerator, model: DenseAV, phase: int) -> nn.Modu
     return accelerator.prepare_model(ForwardModule(model))
 
 
-def param_groups(model: DenseAV, lr: float) -> list[dict]:
-    """Named Adam groups: aligners + temperature, image backbone, audio backbone (logged separately).
+def param_groups(model: DenseAV, lr: float, weight_decay: float = 0.0) -> list[dict]:
+    """Named AdamW groups: aligners + temperature, image backbone, audio backbone (logged separately).
 
+    Each set is split in two: weight matrices and convolution kernels decay by ``weight_decay``;
+    tensors of fewer than two dimensions (the inverse temperature, biases, normalisation gains)
+    never do, as shrinking them rescales the similarities instead of regularising the features.
     Every parameter that trains in some phase is included (of the image backbone: its LoRA
-    adapters, or all of it with ``image_finetuning="full"``). Adam skips those whose gradient is
+    adapters, or all of it with ``image_finetuning="full"``). AdamW skips those whose gradient is
     None, so frozen parameters are neither changed nor given optimizer state.
     """
-    aligners = [
-        model.inverse_temperature,
-        *model.image_aligner.parameters(),
-        *model.audio_aligner.parameters(),
-    ]
-    return [
-        {"name": "aligners", "params": aligners, "lr": lr},
-        {"name": "image_backbone", "params": model.finetuned_image_parameters(), "lr": lr},
-        {"name": "audio_backbone", "params": list(model.audio_backbone.parameters()), "lr": lr},
-    ]
+    sets = {
+        "aligners": [
+            model.inverse_temperature,
+            *model.image_aligner.parameters(),
+            *model.audio_aligner.parameters(),
+        ],
+        "image_backbone": list(model.finetuned_image_parameters()),
+        "audio_backbone": list(model.audio_backbone.parameters()),
+    }
+    groups = []
+    for name, params in sets.items():
+        decayed = [p for p in params if p.ndim >= 2]
+        kept = [p for p in params if p.ndim < 2]
+        for members, decay in ((decayed, weight_decay), (kept, 0.0)):
+            if members:
+                groups.append({"name": name, "params": members, "lr": lr, "weight_decay": decay})
+    return groups
 
 
 def clip_per_tensor(parameters: list[nn.Parameter], max_norm: float) -> tuple[float, int]:
@@ -217,7 +227,7 @@ def forward_backward(
 def apply_gradients(
     accelerator: Accelerator, model: DenseAV, optimizer: torch.optim.Optimizer, max_norm: float
 ) -> tuple[float, int]:
-    """Unscale (fp16), clip each gradient tensor, Adam step. Returns (largest norm, #clipped)."""
+    """Unscale (fp16), clip each gradient tensor, AdamW step. Returns (largest norm, #clipped)."""
     scaler = accelerator.scaler
     if scaler is not None:
         scaler.unscale_(optimizer)
@@ -296,7 +306,8 @@ def train(
             for name, value in terms.items():
                 totals[name] = totals.get(name, 0.0) + value / accum
         grad_max, clipped = apply_gradients(accelerator, model, optimizer, cfg.optim.clip_grad)
-        lrs = {f"lr/{g['name']}": float(g["lr"]) for g in optimizer.param_groups}  # used this step
+        # The rates used this step (a set's decayed and undecayed groups share one).
+        lrs = {f"lr/{g['name']}": float(g["lr"]) for g in optimizer.param_groups}
         scheduler.step()
         state.step += 1
         if state.average is not None:
