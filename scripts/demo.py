@@ -354,12 +354,17 @@ class Demo:
         return json.loads(json.dumps(parse_world_args(self.world_args())[1].to_dict()))
 
     def check_world(self, manifest: dict[str, Any]) -> None:
-        """Stop if an existing world was generated with other settings than this preset's (its
-        shards and pools would silently measure something else)."""
+        """Stop if an existing world was generated with other settings than this preset's, or by
+        another version of the generator (its shards, pools and prompts would silently measure
+        something else)."""
+        from ingest.toyworld import GENERATOR_VERSION
+
         wanted = self.world_config()
         found = manifest.get("config", {})
         differ = [f"{key}={found.get(key)} (wanted {value})" for key, value in wanted.items()
                   if found.get(key) != value]
+        if manifest.get("version") != GENERATOR_VERSION:
+            differ.append(f"generator version {manifest.get('version')} (wanted {GENERATOR_VERSION})")
         if differ:
             raise SystemExit(
                 f"demo: the world {self.world} was generated with other settings: "

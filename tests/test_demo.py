@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ingest.toyworld import GENERATOR_VERSION
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -77,6 +79,18 @@ def test_an_existing_world_made_with_other_settings_stops_the_demo(tmp_path, mon
         d.make_world()
 
 
+def test_a_world_from_another_generator_version_stops_the_demo(tmp_path, monkeypatch):
+    d = demo.Demo(demo.PRESETS["default"], tmp_path, str(tmp_path))
+    monkeypatch.setattr(demo, "run", lambda cmd, env=None: pytest.fail("must not regenerate"))
+    d.world.mkdir(parents=True)
+    (d.world / "manifest.json").write_text(
+        json.dumps({"config": d.world_config(), "version": "1.0.0"})
+    )
+    wanted = rf"generator version 1.0.0 \(wanted {GENERATOR_VERSION}\)"
+    with pytest.raises(SystemExit, match=wanted):
+        d.make_world()
+
+
 def test_complete_stages_are_skipped(tmp_path, monkeypatch):
     d = demo.Demo(demo.PRESETS["smoke"], tmp_path, str(tmp_path))
     calls = []
@@ -85,7 +99,9 @@ def test_complete_stages_are_skipped(tmp_path, monkeypatch):
     assert d.make_world()  # no manifest: the generator runs
     assert calls and calls[-1][2:] == ["ingest.toyworld", *d.world_args()]
     d.world.mkdir(parents=True)
-    (d.world / "manifest.json").write_text(json.dumps({"config": d.world_config()}))
+    (d.world / "manifest.json").write_text(
+        json.dumps({"config": d.world_config(), "version": GENERATOR_VERSION})
+    )
     assert not d.make_world()
     assert len(calls) == 1
 

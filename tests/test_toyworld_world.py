@@ -17,6 +17,7 @@ from ingest.sources.placesaudio_meta import read_metadata
 from ingest.toyworld import generate_world, preset, video_url_template
 from ingest.toyworld.__main__ import main
 from ingest.toyworld.preview import preview
+from ingest.toyworld.sounds import NOISE_FLOOR
 
 TINY = {"speech_train": 8, "speech_val": 3, "videos": 2, "eval_videos": 1, "eval_per_class": 1}
 
@@ -143,6 +144,10 @@ def test_eval_sets_parse_and_masks_hold_the_prompted_class(world):
                     assert np.sqrt(np.mean(word**2)) > 10 * np.sqrt(np.mean(silence**2))
             else:
                 assert p.timing is None and len(audio) == 10 * sr  # a training clip's length
+                # Never digitally silent (the gaps of a clock's ticks included), as no training
+                # recording is: every 10 ms window holds at least the world's noise floor.
+                windows = audio[: len(audio) // 160 * 160].reshape(-1, 160)
+                assert np.sqrt(np.mean(windows**2, axis=1)).min() > 0.5 * NOISE_FLOOR
 
 
 def test_eval_scenes_are_held_out_from_training(world):

@@ -32,7 +32,7 @@ from ingest.toyworld.render import (
     rasterize,
     sample_object,
 )
-from ingest.toyworld.sounds import SAMPLE_RATE, class_sound, fade
+from ingest.toyworld.sounds import NOISE_FLOOR, SAMPLE_RATE, class_sound, fade
 
 MIN_LABEL_SECONDS = 1.0
 SPLITS = ("train", "eval")
@@ -125,7 +125,7 @@ def render_frames(
 def render_audio(rng: np.random.Generator, tracks: list[Track], duration: int) -> np.ndarray:
     """The soundtrack (duration * 16000,) float32: each track's class sound while it is visible,
     with 50 ms fades, over a faint noise floor."""
-    out = rng.normal(0.0, 0.002, size=duration * SAMPLE_RATE)
+    out = rng.normal(0.0, NOISE_FLOOR, size=duration * SAMPLE_RATE)
     for tr in tracks:
         a, b = int(tr.start * SAMPLE_RATE), int(tr.end * SAMPLE_RATE)
         out[a:b] += fade(class_sound(tr.obj.cls.name, b - a, rng))

@@ -9,7 +9,8 @@
     eval/<set>/annotations/<id>_seg.png     ADE20K colours: class = R / 10 * 256 + G
 
 ``timing`` is the JSON list ``[start, end]`` (seconds) of the object word in the speech prompt
-"a picture of a(n) <object>". Sound prompts are ``sound_prompt_seconds`` of the object's sound.
+"a picture of a(n) <object>". Sound prompts are ``sound_prompt_seconds`` of the object's sound
+over the noise floor every recording of the world has.
 Each block of ``num_classes`` consecutive rows prompts every class once, in a random order, so
 every class has exactly ``eval_per_class`` prompts and a file's number does not reveal its class.
 Scenes come from their own seed streams, disjoint from the training scenes.
@@ -25,7 +26,7 @@ from ingest.toyworld.classes import ToyClass
 from ingest.toyworld.config import WorldConfig
 from ingest.toyworld.media import write_jpeg, write_seg_png, write_wav
 from ingest.toyworld.scene import random_scene
-from ingest.toyworld.sounds import SAMPLE_RATE, class_sound, fade
+from ingest.toyworld.sounds import SAMPLE_RATE, class_sound, fade, with_noise_floor
 from ingest.toyworld.speech import SPEAKERS, compose
 
 KINDS = ("speech", "sound")
@@ -74,7 +75,7 @@ def make_prompt(cfg: WorldConfig, root: Path, kind: str, index: int) -> dict:
         row["prompt_text"] = " ".join(words)
     else:
         n = int(cfg.sound_prompt_seconds * SAMPLE_RATE)
-        audio = fade(class_sound(target.name, n, rng))
+        audio = with_noise_floor(fade(class_sound(target.name, n, rng)), rng)
         row["vggsound_file"] = f"audio/{stem}.wav"
     write_wav(root / "audio" / f"{stem}.wav", audio, SAMPLE_RATE)
     return row

@@ -13,6 +13,10 @@ import numpy as np
 
 SAMPLE_RATE = 16000
 TARGET_RMS = 0.08
+# Standard deviation of the faint noise under every recording of the world (soundtracks,
+# captions, prompts): no real recording is digitally silent, and a model trained only on
+# recordings with a floor reads exact silence between a clock's ticks as something else.
+NOISE_FLOOR = 0.002
 
 
 def _t(n: int) -> np.ndarray:
@@ -181,6 +185,14 @@ def class_sound(name: str, num_samples: int, rng: np.random.Generator) -> np.nda
     if rms > 0:
         x = x * (TARGET_RMS * rng.uniform(0.7, 1.3) / rms)
     return np.clip(x, -0.95, 0.95).astype(np.float32)
+
+
+def with_noise_floor(
+    x: np.ndarray, rng: np.random.Generator, level: float = NOISE_FLOOR
+) -> np.ndarray:
+    """``x`` (N,) float32 plus Gaussian noise of standard deviation ``level``, clipped to [-1, 1]."""
+    noisy = x + rng.normal(0.0, level, size=len(x)).astype(np.float32)
+    return np.clip(noisy, -1.0, 1.0).astype(np.float32)
 
 
 def fade(x: np.ndarray, seconds: float = 0.05) -> np.ndarray:

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ingest.toyworld.sounds import NOISE_FLOOR, with_noise_floor
+
 SAMPLE_RATE = 16000
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
 _POS_CHARACTER = 1
@@ -153,7 +155,7 @@ def engine() -> Espeak:
 
 
 def compose(
-    words: list[str], speaker: Speaker, rng: np.random.Generator, noise: float = 0.002
+    words: list[str], speaker: Speaker, rng: np.random.Generator, noise: float = NOISE_FLOOR
 ) -> tuple[np.ndarray, list[WordTime]]:
     """Speak ``words`` as one caption: (audio float32 (N,) at 16 kHz, word spans in seconds).
 
@@ -176,5 +178,4 @@ def compose(
     pieces.append(np.zeros(int(rng.uniform(0.2, 0.5) * SAMPLE_RATE), np.float32))
     out = np.concatenate(pieces)
     out *= 0.7 * rng.uniform(0.6, 1.0) / max(float(np.abs(out).max()), 1e-6)
-    out += rng.normal(0.0, noise, size=len(out)).astype(np.float32)
-    return np.clip(out, -1.0, 1.0).astype(np.float32), times
+    return with_noise_floor(out, rng, noise), times

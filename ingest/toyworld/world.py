@@ -21,7 +21,7 @@ from ingest.toyworld import audioset, evalsets, placesaudio
 from ingest.toyworld.config import WorldConfig
 from ingest.toyworld.speech import SPEAKERS
 
-GENERATOR_VERSION = "1.0.0"
+GENERATOR_VERSION = "1.1.0"  # 1.1.0: sound prompts carry the noise floor
 OUTPUTS = ("placesaudio", "audioset", "eval", "manifest.json")
 SEGMENTS_CSV = "audioset/toyworld_segments.csv"
 EVAL_SEGMENTS_CSV = "audioset/toyworld_eval_segments.csv"
