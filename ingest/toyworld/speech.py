@@ -18,9 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ingest.toyworld.sounds import NOISE_FLOOR, with_noise_floor
+from ingest.toyworld.sounds import NOISE_FLOOR, SAMPLE_RATE, with_noise_floor
 
-SAMPLE_RATE = 16000
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
 _POS_CHARACTER = 1
 _PARAM_RATE, _PARAM_PITCH = 1, 3
