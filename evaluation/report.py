@@ -8,6 +8,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+# Top-1 misses a retrieval summary lists per direction (the JSON lists every query).
+MAX_LISTED_MISSES = 20
+
 
 def percent(x: float) -> str:
     """``0.4821 -> '48.2%'``."""
@@ -94,16 +97,28 @@ def retrieval_markdown(report: Mapping[str, Any]) -> str:
         ["image -> audio", *(percent(r[f"v2a_R@{k}"]) for k in (1, 5, 10)), ranks["v2a"]],
         ["chance", *(percent(report["chance"][f"R@{k}"]) for k in (1, 5, 10)), ""],
     ]
-    return "\n".join(
-        [
-            f"# Cross-modal retrieval ({report['pool']}-way)",
-            "",
-            f"- model: `{report['model']}` (aggregation: {report['aggregation']})",
-            f"- data: `{report['data']}` (the first {report['pool']} clips)",
-            "",
-            markdown_table(["direction", "R@1", "R@5", "R@10", "median rank"], rows),
-        ]
-    )
+    lines = [
+        f"# Cross-modal retrieval ({report['pool']}-way)",
+        "",
+        f"- model: `{report['model']}` (aggregation: {report['aggregation']})",
+        f"- data: `{report['data']}` (the first {report['pool']} clips)",
+        "",
+        markdown_table(["direction", "R@1", "R@5", "R@10", "median rank"], rows),
+    ]
+    for direction, title in (("a2v", "audio -> image"), ("v2a", "image -> audio")):
+        misses = [q for q in report["queries"][direction] if q["rank"] > 1]
+        if misses:
+            lines += [
+                "",
+                f"## {title}: {len(misses)} queries whose partner is not ranked first"
+                + (f" (the first {MAX_LISTED_MISSES})" if len(misses) > MAX_LISTED_MISSES else ""),
+                "",
+                markdown_table(
+                    ["query", "rank of its partner", "retrieved first"],
+                    [[q["key"], q["rank"], q["top"]] for q in misses[:MAX_LISTED_MISSES]],
+                ),
+            ]
+    return "\n".join(lines)
 
 
 def disentanglement_markdown(report: Mapping[str, Any]) -> str:

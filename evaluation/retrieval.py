@@ -111,12 +111,24 @@ def evaluate_retrieval(
     ks: tuple[int, ...] = (1, 5, 10),
     device: torch.device | str = "cpu",
 ) -> dict:
-    """Recall at ``ks`` both ways plus the median rank (1 = first) of each direction."""
+    """Recall at ``ks`` both ways, the median rank (1 = first) of each direction, and every query.
+
+    ``queries[direction]`` lists, in pool order, each query's key, the rank of its own partner
+    (1 = first) and the key of the candidate ranked first: what a failed query retrieved instead.
+    """
     sim = similarity_matrix(model, pool, device=device)
     ranks = retrieval_ranks(sim)
+    top = {"a2v": sim.argmax(axis=1), "v2a": sim.argmax(axis=0)}
     return {
         "pool": len(pool.keys),
         "recall": retrieval_recall(sim, ks),
         "median_rank": {d: float(np.median(r) + 1) for d, r in ranks.items()},
         "chance": {f"R@{k}": min(1.0, k / len(pool.keys)) for k in ks},
+        "queries": {
+            d: [
+                {"key": key, "rank": int(rank) + 1, "top": pool.keys[int(t)]}
+                for key, rank, t in zip(pool.keys, ranks[d], top[d])
+            ]
+            for d in ("a2v", "v2a")
+        },
     }

@@ -63,9 +63,16 @@ def test_retrieval_of_matching_features_is_perfect(tiny_model):
     result = evaluate_retrieval(tiny_model, pool)
     assert set(result["recall"].values()) == {1.0}
     assert result["median_rank"] == {"a2v": 1.0, "v2a": 1.0}
+    assert result["queries"]["a2v"][3] == {"key": "3", "rank": 1, "top": "3"}
     # Shuffling the images breaks the pairs: R@1 drops to 0.
     shuffled = _pool(pool.audio, pool.image[torch.roll(torch.arange(8), 1)])
-    assert evaluate_retrieval(tiny_model, shuffled)["recall"]["a2v_R@1"] == 0.0
+    result = evaluate_retrieval(tiny_model, shuffled)
+    assert result["recall"]["a2v_R@1"] == 0.0
+    # Image j now holds channel j - 1: audio i finds it in image i + 1, image j in audio j - 1.
+    a2v, v2a = result["queries"]["a2v"], result["queries"]["v2a"]
+    assert [q["top"] for q in a2v] == [str((i + 1) % 8) for i in range(8)]
+    assert [q["top"] for q in v2a] == [str((j - 1) % 8) for j in range(8)]
+    assert all(q["rank"] > 1 for q in a2v + v2a)
 
 
 def test_pairs_from_shards_use_middle_frame_and_valid_audio(shards_dataset):
@@ -100,7 +107,13 @@ def test_retrieval_command_on_shards(model_dir, shards_dataset, tmp_path):
     assert report["pool"] == 10
     assert set(report["recall"]) == {f"{d}_R@{k}" for d in ("a2v", "v2a") for k in (1, 5, 10)}
     assert report["recall"]["a2v_R@10"] == 1.0  # 10-way: the true partner is always in the top 10
-    assert "R@10" in (out / "retrieval.md").read_text()
+    queries = report["queries"]["v2a"]
+    assert len(queries) == 10 and all(1 <= q["rank"] <= 10 for q in queries)
+    summary = (out / "retrieval.md").read_text()
+    assert "R@10" in summary
+    # Every query whose partner is not first is listed with what was retrieved instead.
+    for q in report["queries"]["a2v"]:
+        assert (f"| {q['key']} | {q['rank']} | {q['top']} |" in summary) == (q["rank"] > 1)
 
 
 def test_disentanglement_command(model_dir, shards_dataset, tmp_path):
