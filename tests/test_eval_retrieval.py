@@ -10,6 +10,7 @@ from denseav.config import DenseAVConfig
 from denseav.model import DenseAV
 from evaluation.__main__ import main
 from evaluation.pairs import count_pairs, iter_pairs
+from evaluation.report import retrieval_markdown
 from evaluation.retrieval import EncodedPool, evaluate_retrieval, similarity_matrix
 from shards.synthetic import write_synthetic_dataset
 
@@ -175,3 +176,22 @@ def test_missing_data_is_a_clear_error(model_dir, tmp_path, capsys):
     args = ["retrieval", "--model", str(model_dir), "--data", str(tmp_path / "nowhere")]
     assert main(args + ["--out", str(tmp_path / "out")]) == 2
     assert "nowhere" in capsys.readouterr().err
+
+
+def test_retrieval_summary_lists_at_most_twenty_misses_per_direction():
+    hit = [{"key": f"q{i}", "rank": 1, "top": f"q{i}"} for i in range(30)]
+    missed = [{"key": f"q{i}", "rank": 2, "top": "q0"} for i in range(1, 26)]
+    report = {
+        "pool": 30,
+        "model": "m",
+        "data": "d",
+        "aggregation": "multihead",
+        "recall": {f"{d}_R@{k}": 0.5 for d in ("a2v", "v2a") for k in (1, 5, 10)},
+        "median_rank": {"a2v": 1.0, "v2a": 1.0},
+        "chance": {f"R@{k}": k / 30 for k in (1, 5, 10)},
+        "queries": {"a2v": hit[:5] + missed, "v2a": hit},
+    }
+    summary = retrieval_markdown(report)
+    assert "audio -> image: 25 queries whose partner is not ranked first (the first 20)" in summary
+    assert summary.count("| 2 | q0 |") == 20
+    assert "image -> audio:" not in summary  # no misses, no section
