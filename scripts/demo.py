@@ -611,6 +611,9 @@ class Demo:
                 f"{k} {label} {m[f'{k}_retrieval_{d}_R@5']:.3f} / {m[f'{k}_retrieval_{d}_R@10']:.3f}"
                 for k in ("speech", "sound")
                 for d, label in (("a2v", "A->V"), ("v2a", "V->A"))),
+            "- retrieval misses, each with the clip ranked first: " + ", ".join(
+                str((self.eval_dir / f"retrieval_{k}" / "retrieval.md").relative_to(self.out))
+                for k in ("speech", "sound")),
         ]
         if "ablation" in m:
             lines += ["", "Ablation (same budget): " + ", ".join(

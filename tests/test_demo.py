@@ -188,6 +188,10 @@ def test_smoke_preset_learns_end_to_end(tmp_path):
     assert m["speech_mAP"] > 0.9 * m["speech_chance_mAP"]
     assert report["pictures"] and all(Path(p).is_file() for p in report["pictures"])
     assert report["machine"]["torch_cpu_capability"]  # the run.json the trainer wrote
+    summary = (out / "smoke" / "report.md").read_text()
+    for kind in ("speech", "sound"):  # the lists of retrieval misses are linked and exist
+        link = f"eval/retrieval_{kind}/retrieval.md"
+        assert link in summary and (out / "smoke" / link).is_file()
 
     rerun = subprocess.run(cmd, capture_output=True, text=True, check=False)  # resumes: everything skipped
     assert rerun.returncode == 0, rerun.stderr[-3000:]
