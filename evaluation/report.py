@@ -10,6 +10,8 @@ from typing import Any
 
 # Top-1 misses a retrieval summary lists per direction (the JSON lists every query).
 MAX_LISTED_MISSES = 20
+# Retrieval directions: report key and the words a summary uses.
+RETRIEVAL_DIRECTIONS = (("a2v", "audio -> image"), ("v2a", "image -> audio"))
 
 
 def percent(x: float) -> str:
@@ -93,10 +95,10 @@ def retrieval_markdown(report: Mapping[str, Any]) -> str:
     """The readable summary of a retrieval report (see ``commands.retrieval``)."""
     r, ranks = report["recall"], report["median_rank"]
     rows = [
-        ["audio -> image", *(percent(r[f"a2v_R@{k}"]) for k in (1, 5, 10)), ranks["a2v"]],
-        ["image -> audio", *(percent(r[f"v2a_R@{k}"]) for k in (1, 5, 10)), ranks["v2a"]],
-        ["chance", *(percent(report["chance"][f"R@{k}"]) for k in (1, 5, 10)), ""],
+        [title, *(percent(r[f"{d}_R@{k}"]) for k in (1, 5, 10)), ranks[d]]
+        for d, title in RETRIEVAL_DIRECTIONS
     ]
+    rows.append(["chance", *(percent(report["chance"][f"R@{k}"]) for k in (1, 5, 10)), ""])
     lines = [
         f"# Cross-modal retrieval ({report['pool']}-way)",
         "",
@@ -105,7 +107,7 @@ def retrieval_markdown(report: Mapping[str, Any]) -> str:
         "",
         markdown_table(["direction", "R@1", "R@5", "R@10", "median rank"], rows),
     ]
-    for direction, title in (("a2v", "audio -> image"), ("v2a", "image -> audio")):
+    for direction, title in RETRIEVAL_DIRECTIONS:
         misses = [q for q in report["queries"][direction] if q["rank"] > 1]
         if misses:
             lines += [

@@ -314,6 +314,10 @@ class Demo:
     def eval_dir(self) -> Path:
         return self.out / "eval"
 
+    def retrieval_dir(self, kind: str) -> Path:
+        """Where ``python -m evaluation retrieval`` reports on the ``kind`` ("speech"/"sound") pool."""
+        return self.eval_dir / f"retrieval_{kind}"
+
     def class_names(self) -> list[str]:
         manifest = json.loads((self.world / "manifest.json").read_text())
         return [c["name"] for c in manifest["classes"]]
@@ -478,9 +482,9 @@ class Demo:
              ["segmentation", "--data", str(self.world / "eval" / "speech")]),
             (ev / "sound" / "segmentation_sound.json",
              ["segmentation", "--data", str(self.world / "eval" / "sound")]),
-            (ev / "retrieval_speech" / "retrieval.json",
+            (self.retrieval_dir("speech") / "retrieval.json",
              ["retrieval", "--data", self.dataset("pool_speech"), "--pool", str(p.pool)]),
-            (ev / "retrieval_sound" / "retrieval.json",
+            (self.retrieval_dir("sound") / "retrieval.json",
              ["retrieval", "--data", self.dataset("pool_sound"), "--pool", str(p.pool)]),
             (ev / "disentanglement" / "disentanglement.json",
              ["disentanglement", "--sound-data", self.dataset("audioset_eval"),
@@ -555,7 +559,7 @@ class Demo:
             s = load(ev / kind / f"segmentation_{kind}.json")["summary"]
             m[f"{kind}_mAP"], m[f"{kind}_mIoU"] = s["mAP"], s["mIoU"]
             m[f"{kind}_chance_mAP"] = s["chance_mAP"]
-            r = load(ev / f"retrieval_{kind}" / "retrieval.json")
+            r = load(self.retrieval_dir(kind) / "retrieval.json")
             m[f"{kind}_retrieval_pool"] = r["pool"]
             for key, value in r["recall"].items():
                 m[f"{kind}_retrieval_{key}"] = value
@@ -612,7 +616,7 @@ class Demo:
                 for k in ("speech", "sound")
                 for d, label in (("a2v", "A->V"), ("v2a", "V->A"))),
             "- retrieval misses, each with the clip ranked first: " + ", ".join(
-                str((self.eval_dir / f"retrieval_{k}" / "retrieval.md").relative_to(self.out))
+                str((self.retrieval_dir(k) / "retrieval.md").relative_to(self.out))
                 for k in ("speech", "sound")),
         ]
         if "ablation" in m:
