@@ -314,9 +314,21 @@ class Demo:
     def eval_dir(self) -> Path:
         return self.out / "eval"
 
+    def prompt_set(self, kind: str) -> Path:
+        """The world's held-out ``kind`` ("speech"/"sound") prompted-segmentation set."""
+        return self.world / "eval" / kind
+
+    def segmentation_report(self, kind: str) -> Path:
+        """The JSON ``python -m evaluation segmentation`` writes for the ``kind`` prompts."""
+        return self.eval_dir / kind / f"segmentation_{kind}.json"
+
     def retrieval_dir(self, kind: str) -> Path:
         """Where ``python -m evaluation retrieval`` reports on the ``kind`` ("speech"/"sound") pool."""
         return self.eval_dir / f"retrieval_{kind}"
+
+    @property
+    def disentanglement_report(self) -> Path:
+        return self.eval_dir / "disentanglement" / "disentanglement.json"
 
     def class_names(self) -> list[str]:
         manifest = json.loads((self.world / "manifest.json").read_text())
@@ -475,18 +487,16 @@ class Demo:
         return True
 
     def evaluate(self) -> bool:
-        model, ev, p = str(self.model_dir), self.eval_dir, self.preset
+        model, p = str(self.model_dir), self.preset
         ran = False
         jobs = [
-            (ev / "speech" / "segmentation_speech.json",
-             ["segmentation", "--data", str(self.world / "eval" / "speech")]),
-            (ev / "sound" / "segmentation_sound.json",
-             ["segmentation", "--data", str(self.world / "eval" / "sound")]),
-            (self.retrieval_dir("speech") / "retrieval.json",
-             ["retrieval", "--data", self.dataset("pool_speech"), "--pool", str(p.pool)]),
-            (self.retrieval_dir("sound") / "retrieval.json",
-             ["retrieval", "--data", self.dataset("pool_sound"), "--pool", str(p.pool)]),
-            (ev / "disentanglement" / "disentanglement.json",
+            *((self.segmentation_report(kind),
+               ["segmentation", "--data", str(self.prompt_set(kind))])
+              for kind in ("speech", "sound")),
+            *((self.retrieval_dir(kind) / "retrieval.json",
+               ["retrieval", "--data", self.dataset(f"pool_{kind}"), "--pool", str(p.pool)])
+              for kind in ("speech", "sound")),
+            (self.disentanglement_report,
              ["disentanglement", "--sound-data", self.dataset("audioset_eval"),
               "--speech-data", self.dataset("placesaudio_val"), "--clips", str(p.dis_clips)]),
         ]
@@ -503,7 +513,7 @@ class Demo:
         """Figure-1 style per-head overlays for one speech and one sound prompt."""
         from evaluation.datasets import load_prompted_set
 
-        dis = json.loads((self.eval_dir / "disentanglement" / "disentanglement.json").read_text())
+        dis = json.loads(self.disentanglement_report.read_text())
         names = ["sound", "language"] if dis["sound_head"] == 0 else ["language", "sound"]
         ran = False
         for kind in ("speech", "sound"):
@@ -511,7 +521,7 @@ class Demo:
             if out.is_dir() and any(out.glob("*_heads.png")):
                 log(f"pictures in {out} exist; skipped")
                 continue
-            prompt = load_prompted_set(self.world / "eval" / kind).prompts[0]
+            prompt = load_prompted_set(self.prompt_set(kind)).prompts[0]
             run([PY, "-m", "evaluation.predict", "--model", str(self.model_dir),
                  "--image", str(prompt.image_path), "--audio", str(prompt.audio_path),
                  "--out", str(out), "--device", "cpu", "--head-names", ",".join(names)])
@@ -527,7 +537,7 @@ class Demo:
             return False
         datasets = self.train_args()[self.train_args().index("--data.datasets") + 1]
         run([PY, "-m", "evaluation", "ablation", "--config", str(REPO / self.preset.config),
-             "--speech-data", str(self.world / "eval" / "speech"),
+             "--speech-data", str(self.prompt_set("speech")),
              "--retrieval-data", self.dataset("pool_speech"), "--pool", str(self.preset.pool),
              "--aggregations", self.preset.ablation_aggregations, "--out", str(out),
              "--device", "cpu", *self.preset.train_args, "--data.datasets", datasets],
@@ -549,21 +559,19 @@ class Demo:
         return json.loads(run.read_text()).get("machine") if run.is_file() else None
 
     def metrics(self) -> dict[str, Any]:
-        ev = self.eval_dir
-
         def load(path: Path) -> dict[str, Any]:
             return json.loads(path.read_text())
 
         m: dict[str, Any] = {}
         for kind in ("speech", "sound"):
-            s = load(ev / kind / f"segmentation_{kind}.json")["summary"]
+            s = load(self.segmentation_report(kind))["summary"]
             m[f"{kind}_mAP"], m[f"{kind}_mIoU"] = s["mAP"], s["mIoU"]
             m[f"{kind}_chance_mAP"] = s["chance_mAP"]
             r = load(self.retrieval_dir(kind) / "retrieval.json")
             m[f"{kind}_retrieval_pool"] = r["pool"]
             for key, value in r["recall"].items():
                 m[f"{kind}_retrieval_{key}"] = value
-        d = load(ev / "disentanglement" / "disentanglement.json")
+        d = load(self.disentanglement_report)
         m["PredDis"], m["ActDis"], m["sound_head"] = d["PredDis"], d["ActDis"], d["sound_head"]
         ablation = self.out / "ablation" / "ablation.json"
         if ablation.is_file():
