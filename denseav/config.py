@@ -187,8 +187,8 @@ class DenseAVConfig:
         HuBERT's), 3 transformer layers of width 64, no dropout.
 
         Both backbones start from random weights, which shapes three choices, each measured on the
-        toy world (docs/demo.md): the whole image backbone trains in phase 2 (LoRA adapters on a
-        random backbone left held-out segmentation at chance); the image backbone is
+        toy world (docs/demo-experiments.md): the whole image backbone trains in phase 2 (LoRA
+        adapters on a random backbone left held-out segmentation at chance); the image backbone is
         convolutional (a fully trained random ViT spreads each clip's evidence over every token,
         and its held-out speech-prompted mAP after 1200 steps was 0.38 against 0.62-0.69 for a
         ResNet of two blocks per stage); and the audio starts from standardised log-mel frames,

@@ -13,10 +13,11 @@ replace most of the words.
 Why from outside the batch: a piece of a clip *in* the batch is the audio of one of the batch's
 contrastive negatives, so InfoNCE (whose time average includes the piece) learns to reject that
 sound in one row while it learns to match it in another. On the toy world, pieces from the same
-batch cost about 0.27 held-out speech-prompted mAP and 0.2 sound mAP (docs/demo.md). The
-published code draws the piece from a random clip of the dataset; the trainer passes the
-previous micro-batch of the same process (:class:`DonorClips`), which is as random and is saved in
-checkpoints, so a resumed run splices exactly as an uninterrupted one.
+batch cost about 0.27 held-out speech-prompted mAP and 0.2 sound mAP
+(docs/demo-experiments.md). The published code draws the piece from a random clip of the
+dataset; the trainer passes the previous micro-batch of the same process (:class:`DonorClips`),
+which is as random and is saved in checkpoints, so a resumed run splices exactly as an
+uninterrupted one.
 """
 
 from __future__ import annotations
