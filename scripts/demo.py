@@ -271,6 +271,34 @@ def build_pool(src: str, dst: str, class_names: Sequence[str], size: int) -> int
 # The pipeline
 
 
+def per_class_table(segmentation: dict[str, dict[str, Any]], folders: dict[str, str]) -> list[str]:
+    """Markdown table of every class's AP per prompt kind, each linked to its example grid.
+
+    Args:
+        segmentation: prompt kind ("speech"/"sound") -> the JSON ``python -m evaluation
+            segmentation`` wrote (``classes``: ``[{class_id, name, ap, ...}]``, ``examples``:
+            class id -> grid path relative to that report's folder).
+        folders: prompt kind -> that report's folder, relative to the Markdown that shows the table.
+    Returns:
+        The table's lines; a class a kind did not evaluate shows "-".
+    """
+    kinds = list(segmentation)
+    names: dict[int, str] = {}
+    cells: dict[tuple[int, str], str] = {}
+    for kind, report in segmentation.items():
+        for c in report["classes"]:
+            names[c["class_id"]] = c["name"]
+            grid = report["examples"].get(str(c["class_id"]))
+            ap = f"{c['ap']:.3f}"
+            cells[c["class_id"], kind] = f"[{ap}]({folders[kind]}/{grid})" if grid else ap
+    return [
+        "| class | " + " | ".join(f"{kind} AP" for kind in kinds) + " |",
+        "|---" * (len(kinds) + 1) + "|",
+        *(f"| {names[i]} | " + " | ".join(cells.get((i, k), "-") for k in kinds) + " |"
+          for i in sorted(names)),
+    ]
+
+
 def _join(base: str, *parts: str) -> str:
     return "/".join([base.rstrip("/"), *parts])
 
@@ -649,8 +677,13 @@ class Demo:
                            "like another training seed would.")]
         lines += ["", "## Pictures", ""]
         lines += [f"![{Path(p).stem}]({Path(p).relative_to(self.out)})" for p in pictures]
-        lines += ["", "Example grids per class (best, worst, random prompt):", ""]
-        lines += [f"- {Path(p).relative_to(self.out)}" for p in grids]
+        lines += ["", "Per-class AP (each links its example grid: best, worst and a random prompt):",
+                  ""]
+        lines += per_class_table(
+            {kind: json.loads(self.segmentation_report(kind).read_text())
+             for kind in ("speech", "sound")},
+            {kind: str(self.segmentation_report(kind).parent.relative_to(self.out))
+             for kind in ("speech", "sound")})
         path = self.out / "report.md"
         path.write_text("\n".join(lines) + "\n")
         print("\n".join(lines[:len(rows) + 4]))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -163,6 +164,21 @@ def test_every_preset_trains_a_valid_configuration(name, tmp_path):
     assert [d.name for d in cfg.data.datasets] == ["audioset", "placesaudio"]
 
 
+def test_per_class_table_links_each_class_to_its_grid_and_marks_classes_not_evaluated():
+    speech = {"classes": [{"class_id": 2, "name": "star", "ap": 0.5},
+                          {"class_id": 1, "name": "ball", "ap": 0.91234}],
+              "examples": {"1": "examples/class_00001.png", "2": "examples/class_00002.png"}}
+    sound = {"classes": [{"class_id": 1, "name": "ball", "ap": 0.25}], "examples": {}}
+    table = demo.per_class_table({"speech": speech, "sound": sound},
+                                 {"speech": "eval/speech", "sound": "eval/sound"})
+    assert table == [
+        "| class | speech AP | sound AP |",
+        "|---|---|---|",
+        "| ball | [0.912](eval/speech/examples/class_00001.png) | 0.250 |",
+        "| star | [0.500](eval/speech/examples/class_00002.png) | - |",
+    ]
+
+
 def test_help_lists_presets():
     out = subprocess.run([sys.executable, str(REPO / "scripts" / "demo.py"), "--help"],
                          capture_output=True, text=True, check=True).stdout
@@ -192,6 +208,8 @@ def test_smoke_preset_learns_end_to_end(tmp_path):
     for kind in ("speech", "sound"):  # the lists of retrieval misses are linked and exist
         link = f"eval/retrieval_{kind}/retrieval.md"
         assert link in summary and (out / "smoke" / link).is_file()
+    grids = re.findall(r"\]\((eval/\w+/examples/class_\d+\.png)\)", summary)
+    assert len(grids) == 24 and all((out / "smoke" / g).is_file() for g in grids)  # 12 x 2 kinds
 
     rerun = subprocess.run(cmd, capture_output=True, text=True, check=False)  # resumes: everything skipped
     assert rerun.returncode == 0, rerun.stderr[-3000:]
