@@ -40,6 +40,10 @@ REPO = Path(__file__).resolve().parent.parent
 PY = sys.executable
 ACCELERATE = str(Path(PY).with_name("accelerate"))
 
+# The two kinds of audio the world holds: spoken captions and object sounds. Every per-kind output
+# (prompt set, segmentation and retrieval report, picture) is named by one of them.
+KINDS = ("speech", "sound")
+
 # The learning bar (metric key in the report -> minimum).
 BAR: dict[str, float] = {
     "speech_mAP": 0.80,
@@ -523,10 +527,10 @@ class Demo:
         jobs = [
             *((self.segmentation_report(kind),
                ["segmentation", "--data", str(self.prompt_set(kind))])
-              for kind in ("speech", "sound")),
+              for kind in KINDS),
             *((self.retrieval_dir(kind) / "retrieval.json",
                ["retrieval", "--data", self.dataset(f"pool_{kind}"), "--pool", str(p.pool)])
-              for kind in ("speech", "sound")),
+              for kind in KINDS),
             (self.disentanglement_report,
              ["disentanglement", "--sound-data", self.dataset("audioset_eval"),
               "--speech-data", self.dataset("placesaudio_val"), "--clips", str(p.dis_clips)]),
@@ -547,7 +551,7 @@ class Demo:
         dis = json.loads(self.disentanglement_report.read_text())
         names = ["sound", "language"] if dis["sound_head"] == 0 else ["language", "sound"]
         ran = False
-        for kind in ("speech", "sound"):
+        for kind in KINDS:
             out = self.eval_dir / "pictures" / kind
             if out.is_dir() and any(out.glob("*_heads.png")):
                 log(f"pictures in {out} exist; skipped")
@@ -594,7 +598,7 @@ class Demo:
             return json.loads(path.read_text())
 
         m: dict[str, Any] = {}
-        for kind in ("speech", "sound"):
+        for kind in KINDS:
             s = load(self.segmentation_report(kind))["summary"]
             m[f"{kind}_mAP"], m[f"{kind}_mIoU"] = s["mAP"], s["mIoU"]
             m[f"{kind}_chance_mAP"] = s["chance_mAP"]
@@ -652,11 +656,11 @@ class Demo:
             ),
             "- R@5 / R@10: " + "; ".join(
                 f"{k} {label} {m[f'{k}_retrieval_{d}_R@5']:.3f} / {m[f'{k}_retrieval_{d}_R@10']:.3f}"
-                for k in ("speech", "sound")
+                for k in KINDS
                 for d, label in (("a2v", "A->V"), ("v2a", "V->A"))),
             "- retrieval misses, each with the clip ranked first: " + ", ".join(
                 str((self.retrieval_dir(k) / "retrieval.md").relative_to(self.out))
-                for k in ("speech", "sound")),
+                for k in KINDS),
         ]
         if "ablation" in m:
             lines += ["", "Ablation (same budget): " + ", ".join(
@@ -681,9 +685,9 @@ class Demo:
                   ""]
         lines += per_class_table(
             {kind: json.loads(self.segmentation_report(kind).read_text())
-             for kind in ("speech", "sound")},
+             for kind in KINDS},
             {kind: str(self.segmentation_report(kind).parent.relative_to(self.out))
-             for kind in ("speech", "sound")})
+             for kind in KINDS})
         path = self.out / "report.md"
         path.write_text("\n".join(lines) + "\n")
         print("\n".join(lines[:len(rows) + 4]))
