@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from evaluation.report import markdown_table
+
 if TYPE_CHECKING:
     from typing_extensions import Self  # typing.Self needs Python 3.11; the project supports 3.10
 
@@ -275,7 +277,7 @@ def build_pool(src: str, dst: str, class_names: Sequence[str], size: int) -> int
 # The pipeline
 
 
-def per_class_table(segmentation: dict[str, dict[str, Any]], folders: dict[str, str]) -> list[str]:
+def per_class_table(segmentation: dict[str, dict[str, Any]], folders: dict[str, str]) -> str:
     """Markdown table of every class's AP per prompt kind, each linked to its example grid.
 
     Args:
@@ -284,7 +286,7 @@ def per_class_table(segmentation: dict[str, dict[str, Any]], folders: dict[str, 
             class id -> grid path relative to that report's folder).
         folders: prompt kind -> that report's folder, relative to the Markdown that shows the table.
     Returns:
-        The table's lines; a class a kind did not evaluate shows "-".
+        The table; a class a kind did not evaluate shows "-".
     """
     kinds = list(segmentation)
     names: dict[int, str] = {}
@@ -295,12 +297,10 @@ def per_class_table(segmentation: dict[str, dict[str, Any]], folders: dict[str, 
             grid = report["examples"].get(str(c["class_id"]))
             ap = f"{c['ap']:.3f}"
             cells[c["class_id"], kind] = f"[{ap}]({folders[kind]}/{grid})" if grid else ap
-    return [
-        "| class | " + " | ".join(f"{kind} AP" for kind in kinds) + " |",
-        "|---" * (len(kinds) + 1) + "|",
-        *(f"| {names[i]} | " + " | ".join(cells.get((i, k), "-") for k in kinds) + " |"
-          for i in sorted(names)),
-    ]
+    return markdown_table(
+        ["class", *(f"{kind} AP" for kind in kinds)],
+        [[names[i], *(cells.get((i, k), "-") for k in kinds)] for i in sorted(names)],
+    )
 
 
 def _join(base: str, *parts: str) -> str:
@@ -643,10 +643,9 @@ class Demo:
         lines = [
             f"# DenseAV demo report (preset `{self.preset.name}`)",
             "",
-            "| metric | value | bar | chance | met |",
-            "|---|---|---|---|---|",
-            *(f"| {r['metric']} | {r['value']:.3f} | {r['bar']:.2f} | {r['chance']} | "
-              f"{'yes' if r['met'] else 'NO'} |" for r in rows),
+            markdown_table(["metric", "value", "bar", "chance", "met"], [
+                [r["metric"], f"{r['value']:.3f}", f"{r['bar']:.2f}", r["chance"],
+                 "yes" if r["met"] else "NO"] for r in rows]),
             "",
             (
                 f"- mIoU: speech {m['speech_mIoU']:.3f}, sound {m['sound_mIoU']:.3f}; retrieval"
@@ -683,14 +682,14 @@ class Demo:
         lines += [f"![{Path(p).stem}]({Path(p).relative_to(self.out)})" for p in pictures]
         lines += ["", "Per-class AP (each links its example grid: best, worst and a random prompt):",
                   ""]
-        lines += per_class_table(
+        lines.append(per_class_table(
             {kind: json.loads(self.segmentation_report(kind).read_text())
              for kind in KINDS},
             {kind: str(self.segmentation_report(kind).parent.relative_to(self.out))
-             for kind in KINDS})
+             for kind in KINDS}))
         path = self.out / "report.md"
         path.write_text("\n".join(lines) + "\n")
-        print("\n".join(lines[:len(rows) + 4]))
+        print("\n".join(lines[:3]))  # the title and the metrics table
         return path
 
     def main(self) -> None:
