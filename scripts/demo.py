@@ -357,9 +357,10 @@ class Demo:
         """The JSON ``python -m evaluation segmentation`` writes for the ``kind`` prompts."""
         return self.eval_dir / kind / f"segmentation_{kind}.json"
 
-    def retrieval_dir(self, kind: str) -> Path:
-        """Where ``python -m evaluation retrieval`` reports on the ``kind`` ("speech"/"sound") pool."""
-        return self.eval_dir / f"retrieval_{kind}"
+    def retrieval_report(self, kind: str) -> Path:
+        """The JSON ``python -m evaluation retrieval`` writes for the ``kind`` pool (its Markdown,
+        which lists the misses, beside it with the suffix ``.md``)."""
+        return self.eval_dir / f"retrieval_{kind}" / "retrieval.json"
 
     @property
     def disentanglement_report(self) -> Path:
@@ -528,7 +529,7 @@ class Demo:
             *((self.segmentation_report(kind),
                ["segmentation", "--data", str(self.prompt_set(kind))])
               for kind in KINDS),
-            *((self.retrieval_dir(kind) / "retrieval.json",
+            *((self.retrieval_report(kind),
                ["retrieval", "--data", self.dataset(f"pool_{kind}"), "--pool", str(p.pool)])
               for kind in KINDS),
             (self.disentanglement_report,
@@ -602,7 +603,7 @@ class Demo:
             s = load(self.segmentation_report(kind))["summary"]
             m[f"{kind}_mAP"], m[f"{kind}_mIoU"] = s["mAP"], s["mIoU"]
             m[f"{kind}_chance_mAP"] = s["chance_mAP"]
-            r = load(self.retrieval_dir(kind) / "retrieval.json")
+            r = load(self.retrieval_report(kind))
             m[f"{kind}_retrieval_pool"] = r["pool"]
             for key, value in r["recall"].items():
                 m[f"{kind}_retrieval_{key}"] = value
@@ -658,7 +659,7 @@ class Demo:
                 for k in KINDS
                 for d, label in (("a2v", "A->V"), ("v2a", "V->A"))),
             "- retrieval misses, each with the clip ranked first: " + ", ".join(
-                str((self.retrieval_dir(k) / "retrieval.md").relative_to(self.out))
+                str(self.retrieval_report(k).with_suffix(".md").relative_to(self.out))
                 for k in KINDS),
         ]
         if "ablation" in m:
