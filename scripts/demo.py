@@ -76,13 +76,16 @@ class Preset:
 
 # Toy worlds (extra `python -m ingest.toyworld` arguments). The demo world holds enough held-out
 # clips for 100-way retrieval pools in which no clip names a subset of what another names (600
-# captions give 123 such three-object captions, 260 videos 105 such segments); the held-out sets
-# grow without changing the training corpora or the prompted segmentation sets.
+# captions give 123 such three-object captions, 200 sound retrieval videos ~130 distinct object
+# triples); the held-out sets grow without changing the training corpora or the prompted
+# segmentation sets.
 WORLDS: dict[str, tuple[str, ...]] = {
     "smoke": ("--size", "small", "--speech-train", "240", "--speech-val", "60",
-              "--videos", "24", "--eval-videos", "12", "--eval-per-class", "4"),
+              "--videos", "24", "--eval-videos", "12", "--retrieval-videos", "60",
+              "--eval-per-class", "4"),
     "demo": ("--size", "small", "--speech-train", "1000", "--speech-val", "600",
-             "--videos", "100", "--eval-videos", "260", "--eval-per-class", "20"),
+             "--videos", "100", "--eval-videos", "260", "--retrieval-videos", "200",
+             "--eval-per-class", "20"),
 }
 
 PRESETS: dict[str, Preset] = {
@@ -450,6 +453,8 @@ class Demo:
                          "--items-per-shard", "10"],
             "audioset_eval": ["audioset", str(audioset / "toyworld_eval_segments.csv"),
                               "--items-per-shard", "10"],
+            "audioset_retrieval": ["audioset", str(audioset / "toyworld_retrieval_segments.csv"),
+                                   "--items-per-shard", "20"],
             "placesaudio": ["placesaudio", str(self.world / "placesaudio"), "--split", "train",
                             "--items-per-shard", "80"],
             "placesaudio_val": ["placesaudio", str(self.world / "placesaudio"), "--split", "val",
@@ -480,7 +485,10 @@ class Demo:
         from shards import storage
 
         names, built = self.class_names(), False
-        for kind, src in (("speech", "placesaudio_val"), ("sound", "audioset_eval")):
+        # Sound clips come from the world's retrieval videos, whose objects are heard in turn: in
+        # the held-out videos sounds overlap, and an ideal model could tell fewer than one in ten
+        # of a 100-way pool apart (ingest/toyworld/audioset.py).
+        for kind, src in (("speech", "placesaudio_val"), ("sound", "audioset_retrieval")):
             dst = self.dataset(f"pool_{kind}")
             if storage.exists(_join(dst, "index.json")):
                 log(f"retrieval pool {dst} exists; skipped")

@@ -107,7 +107,7 @@ def test_complete_stages_are_skipped(tmp_path, monkeypatch):
     assert len(calls) == 1
 
     summary = {"shard_errors": {}, "shards_skipped": 1, "shards_written": 2, "shards_total": 3}
-    for name in ("audioset", "audioset_eval", "placesaudio", "placesaudio_val"):
+    for name in ("audioset", "audioset_eval", "audioset_retrieval", "placesaudio", "placesaudio_val"):
         folder = Path(d.dataset(name))
         folder.mkdir(parents=True)
         (folder / "ingest_summary.json").write_text(json.dumps(summary))

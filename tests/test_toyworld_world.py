@@ -3,6 +3,7 @@ MP4s decode, and generation is deterministic per seed."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -16,10 +17,18 @@ from ingest.sources.audioset_csv import read_class_labels, read_segments
 from ingest.sources.placesaudio_meta import read_metadata
 from ingest.toyworld import generate_world, preset, video_url_template
 from ingest.toyworld.__main__ import main
+from ingest.toyworld.audioset import make_video
 from ingest.toyworld.preview import preview
 from ingest.toyworld.sounds import NOISE_FLOOR
 
-TINY = {"speech_train": 8, "speech_val": 3, "videos": 2, "eval_videos": 1, "eval_per_class": 1}
+TINY = {
+    "speech_train": 8,
+    "speech_val": 3,
+    "videos": 2,
+    "eval_videos": 1,
+    "retrieval_videos": 4,
+    "eval_per_class": 1,
+}
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +73,70 @@ def test_audioset_layout_parses(world):
     for s in train + held_out:
         assert s.duration == 10.0
         assert (world / m["paths"]["audioset_video_template"].format(YTID=s.ytid)).is_file()
+
+
+def _videos(world: Path, split: str) -> list[dict]:
+    return [
+        v for v in json.loads((world / "audioset" / "videos.json").read_text()) if v["split"] == split
+    ]
+
+
+def test_retrieval_videos_are_one_segment_of_still_objects_heard_in_turn(world):
+    m = _manifest(world)
+    mids = [c["mid"] for c in m["classes"]]
+    segments = read_segments(world / m["paths"]["audioset_retrieval_segments_csv"], mids)
+    videos = _videos(world, "retrieval")
+    assert len(videos) == m["counts"]["audioset_retrieval_videos"] == TINY["retrieval_videos"]
+    assert [s.ytid for s in segments] == [v["ytid"] for v in videos]
+    others = {v["ytid"] for v in _videos(world, "train") + _videos(world, "eval")}
+    assert others.isdisjoint(v["ytid"] for v in videos)
+    for v in videos:
+        assert v["duration"] == 10 and len(v["segments"]) == 1
+        assert len(v["tracks"]) == 3 and len({t["class"] for t in v["tracks"]}) == 3
+        assert all(t["start"] == 0 and t["end"] == 10 for t in v["tracks"])  # always on screen
+        sounds = v["sounds"]
+        assert sorted(s["class"] for s in sounds) == sorted(t["class"] for t in v["tracks"])
+        for before, after in itertools.pairwise(sounds):
+            assert before["end"] < after["start"]  # one at a time
+        assert 0 < sounds[0]["start"] and sounds[-1]["end"] < 10
+        for s in sounds:
+            assert s["end"] - s["start"] > 2.0
+
+
+def _ideal_scores(videos: list[dict], frame_time: float) -> np.ndarray:
+    """(clip, frame) scores of a model that hears every sound and sees every object perfectly,
+    under DenseAV's similarity: the share of the clip's time in which something it hears is on
+    the frame (max over image positions, mean over time)."""
+    times = np.arange(0.05, 10.0, 0.1)
+
+    def on_screen(v: dict) -> set[str]:
+        return {t["class"] for t in v["tracks"] if t["start"] <= frame_time < t["end"]}
+
+    def heard(v: dict, t: float) -> set[str]:
+        return {s["class"] for s in v["sounds"] if s["start"] <= t < s["end"]}
+
+    return np.array([
+        [np.mean([bool(heard(a, t) & on_screen(f)) for t in times]) for f in videos]
+        for a in videos
+    ])
+
+
+def test_retrieval_clips_can_be_told_apart_where_overlapping_sounds_cannot(world, tmp_path):
+    # The retrieval videos of one world (seed 3) hold different object triples: for an ideal
+    # model each clip's own frame beats every other frame, and each frame's own clip every
+    # other clip. The same test on 10 s videos with overlapping sounds (the training and
+    # held-out kind) ties: one object sounding throughout makes any frame showing it as good.
+    retrieval = _videos(world, "retrieval")
+    assert len({frozenset(t["class"] for t in v["tracks"]) for v in retrieval}) == len(retrieval)
+    scores = _ideal_scores(retrieval, 5.0)
+    off = ~np.eye(len(retrieval), dtype=bool)
+    assert (scores.diagonal()[:, None] > np.where(off, scores, -1)).all()
+    assert (scores.diagonal()[None, :] > np.where(off, scores, -1)).all()
+    cfg = preset("tiny", seed=3, min_video_seconds=10, max_video_seconds=10)
+    overlapping = [make_video(cfg, tmp_path, i, "eval") for i in range(12)]
+    scores = _ideal_scores(overlapping, 5.0)
+    ties = (scores >= scores.diagonal()[:, None]) & ~np.eye(len(overlapping), dtype=bool)
+    assert ties.any()
 
 
 def test_segment_labels_are_the_visible_objects(world):

@@ -35,6 +35,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--speech-val", type=int, help="PlacesAudio val captions")
     p.add_argument("--videos", type=int, help="AudioSet-style training videos")
     p.add_argument("--eval-videos", type=int, help="held-out AudioSet-style videos")
+    p.add_argument(
+        "--retrieval-videos",
+        type=int,
+        help="held-out 10 s videos for sound retrieval, their objects heard in turn",
+    )
     p.add_argument("--min-video-seconds", type=int, help="shortest video (s, >= 10)")
     p.add_argument("--max-video-seconds", type=int, help="longest video (s)")
     p.add_argument("--eval-per-class", type=int, help="prompts per class in each eval set")
@@ -63,6 +68,7 @@ def parse_world_args(argv: list[str] | None = None) -> tuple[argparse.Namespace,
         speech_val=args.speech_val,
         videos=args.videos,
         eval_videos=args.eval_videos,
+        retrieval_videos=args.retrieval_videos,
         min_video_seconds=args.min_video_seconds,
         max_video_seconds=args.max_video_seconds,
         eval_per_class=args.eval_per_class,

@@ -4,11 +4,20 @@
     audioset/toyworld_segments.csv        three "#" lines, then rows of
                                           YTID, start_seconds, end_seconds, positive_labels
     audioset/toyworld_eval_segments.csv   the same for held-out videos (like eval_segments.csv)
+    audioset/toyworld_retrieval_segments.csv  the same for the held-out sound retrieval videos
     audioset/class_labels_indices.csv     index,mid,display_name
 
-In each video 1-3 objects are visible at any time; each appears, drifts across the frame
-(bouncing off the borders) and disappears, and emits its class's sound exactly while visible.
-A segment's labels are the classes visible for at least one second of it.
+In each training and held-out video 1-3 objects are visible at any time; each appears, drifts
+across the frame (bouncing off the borders) and disappears, and emits its class's sound exactly
+while visible. A segment's labels are the classes visible for at least one second of it.
+
+Sound retrieval videos are built so that a clip's frame can be told apart from every other
+clip's frame by its audio alone. In the videos above, sounds overlap and one object usually
+sounds for the whole segment, so under DenseAV's similarity (max over image positions, mean
+over time) any frame showing that object scores as high as the clip's own: an ideal model would
+rank the own frame first for fewer than one clip in ten of a 100-way pool. A retrieval video
+is one 10 s segment in which ``RETRIEVAL_OBJECTS`` objects of distinct classes stay still on
+screen throughout and are heard one after another, as a caption names its objects in turn.
 """
 
 from __future__ import annotations
@@ -32,10 +41,13 @@ from ingest.toyworld.render import (
     rasterize,
     sample_object,
 )
+from ingest.toyworld.scene import place_objects
 from ingest.toyworld.sounds import NOISE_FLOOR, SAMPLE_RATE, class_sound, fade
 
 MIN_LABEL_SECONDS = 1.0
-SPLITS = ("train", "eval")
+SPLITS = ("train", "eval", "retrieval")
+RETRIEVAL_OBJECTS = 3
+RETRIEVAL_GAP_SECONDS = (0.2, 0.8)  # silence before, between and after the sounds of a clip
 VIDEO_AUDIO_RATE = 22050  # like web video, not the model's 16 kHz: the ingest must resample
 
 
@@ -48,6 +60,15 @@ class Track:
     start: float
     end: float
     velocity: tuple[float, float]
+
+
+@dataclass(frozen=True)
+class Sound:
+    """One class's sound in a soundtrack, heard during [start, end) seconds."""
+
+    cls: ToyClass
+    start: float
+    end: float
 
 
 def youtube_id(seed: int, index: int, split: str = "train") -> str:
@@ -122,13 +143,35 @@ def render_frames(
     return frames
 
 
-def render_audio(rng: np.random.Generator, tracks: list[Track], duration: int) -> np.ndarray:
-    """The soundtrack (duration * 16000,) float32: each track's class sound while it is visible,
-    with 50 ms fades, over a faint noise floor."""
+def plan_retrieval_video(
+    rng: np.random.Generator,
+    classes: tuple[ToyClass, ...],
+    duration: float,
+    size: int,
+    scale: tuple[float, float],
+) -> tuple[list[Track], list[Sound]]:
+    """``RETRIEVAL_OBJECTS`` still objects of distinct classes, visible for the whole video, and
+    their sounds one after another in random order: equal shares of ``duration`` after random
+    gaps of ``RETRIEVAL_GAP_SECONDS`` before, between and after them."""
+    chosen = [classes[i] for i in rng.choice(len(classes), RETRIEVAL_OBJECTS, replace=False)]
+    objects = place_objects(rng, chosen, size, scale)
+    tracks = [Track(obj, 0.0, duration, (0.0, 0.0)) for obj in objects]
+    gaps = rng.uniform(*RETRIEVAL_GAP_SECONDS, size=len(objects) + 1)
+    length = (duration - gaps.sum()) / len(objects)
+    sounds, t = [], float(gaps[0])
+    for k in rng.permutation(len(objects)):
+        sounds.append(Sound(objects[k].cls, round(t, 3), round(t + length, 3)))
+        t += length + float(gaps[len(sounds)])
+    return tracks, sounds
+
+
+def render_audio(rng: np.random.Generator, sounds: list[Sound], duration: int) -> np.ndarray:
+    """The soundtrack (duration * 16000,) float32: each sound during its interval, with 50 ms
+    fades, over a faint noise floor."""
     out = rng.normal(0.0, NOISE_FLOOR, size=duration * SAMPLE_RATE)
-    for tr in tracks:
-        a, b = int(tr.start * SAMPLE_RATE), int(tr.end * SAMPLE_RATE)
-        out[a:b] += fade(class_sound(tr.obj.cls.name, b - a, rng))
+    for sound in sounds:
+        a, b = int(sound.start * SAMPLE_RATE), int(sound.end * SAMPLE_RATE)
+        out[a:b] += fade(class_sound(sound.cls.name, b - a, rng))
     return np.clip(out, -1.0, 1.0).astype(np.float32)
 
 
@@ -146,19 +189,27 @@ def segment_labels(tracks: list[Track], start: float, end: float) -> list[ToyCla
 
 
 def make_video(cfg: WorldConfig, root: Path, index: int, split: str = "train") -> dict:
-    """Plan, render and encode video ``index`` of ``split`` ("train", or "eval" for held-out
-    videos from their own seed stream) into ``root`` (the ``audioset`` folder); returns its id,
-    split, duration, segments [(start, end, [mid, ...]), ...] and object tracks."""
+    """Plan, render and encode video ``index`` of ``split`` ("train"; "eval" for held-out videos
+    or "retrieval" for held-out sound retrieval videos, each from its own seed stream) into
+    ``root`` (the ``audioset`` folder); returns its id, split, duration, segments
+    [(start, end, [mid, ...]), ...], object tracks and sounds."""
     if split not in SPLITS:
         raise ValueError(f"unknown AudioSet split {split!r}; expected one of {SPLITS}")
-    rng = cfg.rng("audioset" if split == "train" else "audioset_eval", index)
+    rng = cfg.rng("audioset" if split == "train" else f"audioset_{split}", index)
     seg = cfg.segment_seconds
-    duration = seg * int(
-        rng.integers(cfg.min_video_seconds // seg, cfg.max_video_seconds // seg + 1)
-    )
-    tracks = plan_tracks(rng, cfg.classes, float(duration), cfg.image_size, cfg.object_scale)
+    if split == "retrieval":
+        duration = seg
+        tracks, sounds = plan_retrieval_video(
+            rng, cfg.classes, float(duration), cfg.image_size, cfg.object_scale
+        )
+    else:
+        duration = seg * int(
+            rng.integers(cfg.min_video_seconds // seg, cfg.max_video_seconds // seg + 1)
+        )
+        tracks = plan_tracks(rng, cfg.classes, float(duration), cfg.image_size, cfg.object_scale)
+        sounds = [Sound(tr.obj.cls, tr.start, tr.end) for tr in tracks]
     frames = render_frames(rng, tracks, duration, cfg.fps, cfg.image_size)
-    audio = render_audio(rng, tracks, duration)
+    audio = render_audio(rng, sounds, duration)
     ytid = youtube_id(cfg.seed, index, split)
     encode_mp4(
         root / "videos" / f"{ytid}.mp4", frames, cfg.fps, audio, SAMPLE_RATE, VIDEO_AUDIO_RATE
@@ -177,6 +228,10 @@ def make_video(cfg: WorldConfig, root: Path, index: int, split: str = "train") -
         "tracks": [
             {"class": tr.obj.cls.name, "start": round(tr.start, 3), "end": round(tr.end, 3)}
             for tr in tracks
+        ],
+        "sounds": [
+            {"class": s.cls.name, "start": round(s.start, 3), "end": round(s.end, 3)}
+            for s in sounds
         ],
     }
 

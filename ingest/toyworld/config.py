@@ -17,7 +17,9 @@ class WorldConfig:
     Counts: ``speech_train``/``speech_val`` PlacesAudio captions; ``videos`` training and
     ``eval_videos`` held-out AudioSet-style MP4s, each a whole number of ``segment_seconds``
     between ``min_video_seconds`` and ``max_video_seconds`` long and cut into segments of that
-    length; ``eval_per_class`` prompts per class in each prompted-segmentation set.
+    length; ``retrieval_videos`` held-out one-segment MP4s for sound retrieval (their objects
+    heard one after another; ``ingest.toyworld.audioset``); ``eval_per_class`` prompts per class
+    in each prompted-segmentation set.
     ``object_scale`` is the range of an object's half-size as a fraction of ``image_size``.
     """
 
@@ -27,6 +29,7 @@ class WorldConfig:
     speech_val: int = 200
     videos: int = 250
     eval_videos: int = 50
+    retrieval_videos: int = 150
     min_video_seconds: int = 10
     max_video_seconds: int = 30
     eval_per_class: int = 30
@@ -66,6 +69,7 @@ STREAMS = {
     "eval_sound_order": 8,
     "eval_speech": 4,
     "eval_sound": 5,
+    "audioset_retrieval": 9,
 }
 
 SIZES: dict[str, dict] = {
@@ -74,6 +78,7 @@ SIZES: dict[str, dict] = {
         "speech_val": 4,
         "videos": 3,
         "eval_videos": 1,
+        "retrieval_videos": 2,
         "min_video_seconds": 10,
         "max_video_seconds": 10,
         "eval_per_class": 1,
@@ -83,6 +88,7 @@ SIZES: dict[str, dict] = {
         "speech_val": 50,
         "videos": 30,
         "eval_videos": 10,
+        "retrieval_videos": 30,
         "eval_per_class": 10,
     },
     "default": {},
@@ -91,6 +97,7 @@ SIZES: dict[str, dict] = {
         "speech_val": 500,
         "videos": 1000,
         "eval_videos": 100,
+        "retrieval_videos": 300,
         "eval_per_class": 40,
     },
 }

@@ -21,10 +21,12 @@ from ingest.toyworld import audioset, evalsets, placesaudio
 from ingest.toyworld.config import WorldConfig
 from ingest.toyworld.speech import SPEAKERS
 
-GENERATOR_VERSION = "1.1.0"  # 1.1.0: sound prompts carry the noise floor
+# 1.1.0: sound prompts carry the noise floor; 1.2.0: sound retrieval videos
+GENERATOR_VERSION = "1.2.0"
 OUTPUTS = ("placesaudio", "audioset", "eval", "manifest.json")
 SEGMENTS_CSV = "audioset/toyworld_segments.csv"
 EVAL_SEGMENTS_CSV = "audioset/toyworld_eval_segments.csv"
+RETRIEVAL_SEGMENTS_CSV = "audioset/toyworld_retrieval_segments.csv"
 CLASS_LABELS_CSV = "audioset/class_labels_indices.csv"
 VIDEO_PATH_TEMPLATE = "audioset/videos/{YTID}.mp4"
 
@@ -50,6 +52,7 @@ def _tasks(cfg: WorldConfig) -> list[Task]:
     # Videos first: they are the slowest items, so the pool stays balanced at the end.
     tasks: list[Task] = [("audioset", "train", i) for i in range(cfg.videos)]
     tasks += [("audioset", "eval", i) for i in range(cfg.eval_videos)]
+    tasks += [("audioset", "retrieval", i) for i in range(cfg.retrieval_videos)]
     tasks += [("placesaudio", "train", i) for i in range(cfg.speech_train)]
     tasks += [("placesaudio", "val", i) for i in range(cfg.speech_val)]
     for kind in evalsets.KINDS:
@@ -107,14 +110,17 @@ def generate_world(
         placesaudio.write_metadata(
             out / "placesaudio", split, results.get(("placesaudio", split), [])
         )
-    videos = results.get(("audioset", "train"), [])
-    eval_videos = results.get(("audioset", "eval"), [])
-    num_segments = audioset.write_segments_csv(out / SEGMENTS_CSV, videos, cfg.num_classes)
-    num_eval_segments = audioset.write_segments_csv(
-        out / EVAL_SEGMENTS_CSV, eval_videos, cfg.num_classes
-    )
+    videos = {split: results.get(("audioset", split), []) for split in audioset.SPLITS}
+    segments_csv = {
+        "train": SEGMENTS_CSV, "eval": EVAL_SEGMENTS_CSV, "retrieval": RETRIEVAL_SEGMENTS_CSV
+    }
+    num_segments = {
+        split: audioset.write_segments_csv(out / csv, videos[split], cfg.num_classes)
+        for split, csv in segments_csv.items()
+    }
     audioset.write_class_labels_csv(out / CLASS_LABELS_CSV, cfg.classes)
-    (out / "audioset" / "videos.json").write_text(json.dumps(videos + eval_videos, indent=1) + "\n")
+    all_videos = [v for split in audioset.SPLITS for v in videos[split]]
+    (out / "audioset" / "videos.json").write_text(json.dumps(all_videos, indent=1) + "\n")
     for kind in evalsets.KINDS:
         evalsets.write_csv(out / "eval" / kind, kind, results.get(("eval", kind), []))
 
@@ -140,11 +146,13 @@ def generate_world(
         "counts": {
             "placesaudio_train": cfg.speech_train,
             "placesaudio_val": cfg.speech_val,
-            "audioset_videos": len(videos),
-            "audioset_segments": num_segments,
-            "audioset_video_seconds": sum(v["duration"] for v in videos),
-            "audioset_eval_videos": len(eval_videos),
-            "audioset_eval_segments": num_eval_segments,
+            "audioset_videos": len(videos["train"]),
+            "audioset_segments": num_segments["train"],
+            "audioset_video_seconds": sum(v["duration"] for v in videos["train"]),
+            "audioset_eval_videos": len(videos["eval"]),
+            "audioset_eval_segments": num_segments["eval"],
+            "audioset_retrieval_videos": len(videos["retrieval"]),
+            "audioset_retrieval_segments": num_segments["retrieval"],
             "eval_speech_prompts": cfg.eval_per_class * cfg.num_classes,
             "eval_sound_prompts": cfg.eval_per_class * cfg.num_classes,
         },
@@ -155,6 +163,7 @@ def generate_world(
             },
             "audioset_segments_csv": SEGMENTS_CSV,
             "audioset_eval_segments_csv": EVAL_SEGMENTS_CSV,
+            "audioset_retrieval_segments_csv": RETRIEVAL_SEGMENTS_CSV,
             "audioset_class_labels_csv": CLASS_LABELS_CSV,
             "audioset_video_template": VIDEO_PATH_TEMPLATE,
             "audioset_videos_json": "audioset/videos.json",
