@@ -445,15 +445,16 @@ class Demo:
                 "--object-store-memory", "256M", "--short-side", "128"]
 
     def ingest(self) -> bool:
-        audioset = self.world / "audioset"
+        from ingest.toyworld import world as layout
+
         # Items per shard: a video holds 1-3 segments, a caption is one clip; several shards per
         # dataset keep both cores busy in ingest and give every training loader worker its own.
         jobs = {
-            "audioset": ["audioset", str(audioset / "toyworld_segments.csv"),
+            "audioset": ["audioset", str(self.world / layout.SEGMENTS_CSV),
                          "--items-per-shard", "10"],
-            "audioset_eval": ["audioset", str(audioset / "toyworld_eval_segments.csv"),
+            "audioset_eval": ["audioset", str(self.world / layout.EVAL_SEGMENTS_CSV),
                               "--items-per-shard", "10"],
-            "audioset_retrieval": ["audioset", str(audioset / "toyworld_retrieval_segments.csv"),
+            "audioset_retrieval": ["audioset", str(self.world / layout.RETRIEVAL_SEGMENTS_CSV),
                                    "--items-per-shard", "20"],
             "placesaudio": ["placesaudio", str(self.world / "placesaudio"), "--split", "train",
                             "--items-per-shard", "80"],
@@ -469,11 +470,11 @@ class Demo:
         needs_videos = any(args[0] == "audioset" for args in todo.values())
         with contextlib.ExitStack() as stack:
             if needs_videos:
-                server = stack.enter_context(VideoServer(audioset / "videos"))
+                server = stack.enter_context(VideoServer(self.world / "audioset" / "videos"))
             for name, args in todo.items():
                 extra = []
                 if args[0] == "audioset":
-                    extra = ["--class-labels", str(audioset / "class_labels_indices.csv"),
+                    extra = ["--class-labels", str(self.world / layout.CLASS_LABELS_CSV),
                              "--url-template", server.url + "/{YTID}.mp4"]
                 run([PY, "-m", "ingest", *args, *extra, "--output", self.dataset(name),
                      *self.ray_args()], env)
