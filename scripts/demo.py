@@ -603,13 +603,16 @@ class Demo:
         run = self.train_dir / "run.json"
         return json.loads(run.read_text()).get("machine") if run.is_file() else None
 
-    def metrics(self) -> dict[str, Any]:
+    def metrics(self, segmentation: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        """Every figure of the run, flat; ``segmentation`` holds the segmentation reports
+        (prompt kind -> the JSON of ``segmentation_report``), which the report also tabulates."""
+
         def load(path: Path) -> dict[str, Any]:
             return json.loads(path.read_text())
 
         m: dict[str, Any] = {}
         for kind in KINDS:
-            s = load(self.segmentation_report(kind))["summary"]
+            s = segmentation[kind]["summary"]
             m[f"{kind}_mAP"], m[f"{kind}_mIoU"] = s["mAP"], s["mIoU"]
             m[f"{kind}_chance_mAP"] = s["chance_mAP"]
             r = load(self.retrieval_report(kind))
@@ -628,7 +631,9 @@ class Demo:
         return m
 
     def report(self) -> Path:
-        m = self.metrics()
+        segmentation = {kind: json.loads(self.segmentation_report(kind).read_text())
+                        for kind in KINDS}
+        m = self.metrics(segmentation)
         rows = []
         for key, bar in BAR.items():
             if key not in m:
@@ -693,8 +698,7 @@ class Demo:
         lines += ["", "Per-class AP (each links its example grid: best, worst and a random prompt):",
                   ""]
         lines.append(per_class_table(
-            {kind: json.loads(self.segmentation_report(kind).read_text())
-             for kind in KINDS},
+            segmentation,
             {kind: str(self.segmentation_report(kind).parent.relative_to(self.out))
              for kind in KINDS}))
         path = self.out / "report.md"
