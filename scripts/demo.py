@@ -470,12 +470,12 @@ class Demo:
         needs_videos = any(args[0] == "audioset" for args in todo.values())
         with contextlib.ExitStack() as stack:
             if needs_videos:
-                server = stack.enter_context(VideoServer(self.world / "audioset" / "videos"))
+                server = stack.enter_context(VideoServer(self.world / layout.VIDEOS_DIR))
             for name, args in todo.items():
                 extra = []
                 if args[0] == "audioset":
                     extra = ["--class-labels", str(self.world / layout.CLASS_LABELS_CSV),
-                             "--url-template", server.url + "/{YTID}.mp4"]
+                             "--url-template", layout.video_url_template(self.world, server.url)]
                 run([PY, "-m", "ingest", *args, *extra, "--output", self.dataset(name),
                      *self.ray_args()], env)
                 if not self.ingest_done(name):

@@ -28,7 +28,8 @@ SEGMENTS_CSV = "audioset/toyworld_segments.csv"
 EVAL_SEGMENTS_CSV = "audioset/toyworld_eval_segments.csv"
 RETRIEVAL_SEGMENTS_CSV = "audioset/toyworld_retrieval_segments.csv"
 CLASS_LABELS_CSV = "audioset/class_labels_indices.csv"
-VIDEO_PATH_TEMPLATE = "audioset/videos/{YTID}.mp4"
+VIDEOS_DIR = "audioset/videos"
+VIDEO_PATH_TEMPLATE = VIDEOS_DIR + "/{YTID}.mp4"
 
 Task = tuple[str, str, int]
 _STATE: dict = {}
@@ -188,4 +189,4 @@ def video_url_template(world: str | os.PathLike, base_url: str | None = None) ->
     videos folder is served over HTTP (e.g. ``http://127.0.0.1:8000``), else a file URL."""
     if base_url is not None:
         return base_url.rstrip("/") + "/{YTID}.mp4"
-    return (Path(world).resolve() / "audioset" / "videos").as_uri() + "/{YTID}.mp4"
+    return (Path(world).resolve() / VIDEOS_DIR).as_uri() + "/{YTID}.mp4"
