@@ -29,7 +29,8 @@ EVAL_SEGMENTS_CSV = "audioset/toyworld_eval_segments.csv"
 RETRIEVAL_SEGMENTS_CSV = "audioset/toyworld_retrieval_segments.csv"
 CLASS_LABELS_CSV = "audioset/class_labels_indices.csv"
 VIDEOS_DIR = "audioset/videos"
-VIDEO_PATH_TEMPLATE = VIDEOS_DIR + "/{YTID}.mp4"
+VIDEO_FILE_TEMPLATE = "{YTID}.mp4"
+VIDEO_PATH_TEMPLATE = f"{VIDEOS_DIR}/{VIDEO_FILE_TEMPLATE}"
 
 Task = tuple[str, str, int]
 _STATE: dict = {}
@@ -188,5 +189,5 @@ def video_url_template(world: str | os.PathLike, base_url: str | None = None) ->
     """The URL template (with ``{YTID}``) of a world's videos: ``base_url/{YTID}.mp4`` when the
     videos folder is served over HTTP (e.g. ``http://127.0.0.1:8000``), else a file URL."""
     if base_url is not None:
-        return base_url.rstrip("/") + "/{YTID}.mp4"
-    return (Path(world).resolve() / VIDEOS_DIR).as_uri() + "/{YTID}.mp4"
+        return f"{base_url.rstrip('/')}/{VIDEO_FILE_TEMPLATE}"
+    return f"{(Path(world).resolve() / VIDEOS_DIR).as_uri()}/{VIDEO_FILE_TEMPLATE}"
