@@ -49,6 +49,8 @@ SPLITS = ("train", "eval", "retrieval")
 RETRIEVAL_OBJECTS = 3
 RETRIEVAL_GAP_SECONDS = (0.2, 0.8)  # silence before, between and after the sounds of a clip
 VIDEO_AUDIO_RATE = 22050  # like web video, not the model's 16 kHz: the ingest must resample
+VIDEOS_SUBDIR = "videos"  # of the audioset folder
+VIDEO_FILE_TEMPLATE = "{YTID}.mp4"
 
 
 @dataclass(frozen=True)
@@ -211,9 +213,8 @@ def make_video(cfg: WorldConfig, root: Path, index: int, split: str = "train") -
     frames = render_frames(rng, tracks, duration, cfg.fps, cfg.image_size)
     audio = render_audio(rng, sounds, duration)
     ytid = youtube_id(cfg.seed, index, split)
-    encode_mp4(
-        root / "videos" / f"{ytid}.mp4", frames, cfg.fps, audio, SAMPLE_RATE, VIDEO_AUDIO_RATE
-    )
+    video = root / VIDEOS_SUBDIR / VIDEO_FILE_TEMPLATE.format(YTID=ytid)
+    encode_mp4(video, frames, cfg.fps, audio, SAMPLE_RATE, VIDEO_AUDIO_RATE)
     segments = []
     for k in range(duration // cfg.segment_seconds):
         start, end = k * cfg.segment_seconds, (k + 1) * cfg.segment_seconds

@@ -28,9 +28,8 @@ SEGMENTS_CSV = "audioset/toyworld_segments.csv"
 EVAL_SEGMENTS_CSV = "audioset/toyworld_eval_segments.csv"
 RETRIEVAL_SEGMENTS_CSV = "audioset/toyworld_retrieval_segments.csv"
 CLASS_LABELS_CSV = "audioset/class_labels_indices.csv"
-VIDEOS_DIR = "audioset/videos"
-VIDEO_FILE_TEMPLATE = "{YTID}.mp4"
-VIDEO_PATH_TEMPLATE = f"{VIDEOS_DIR}/{VIDEO_FILE_TEMPLATE}"
+VIDEOS_DIR = f"audioset/{audioset.VIDEOS_SUBDIR}"
+VIDEO_PATH_TEMPLATE = f"{VIDEOS_DIR}/{audioset.VIDEO_FILE_TEMPLATE}"
 
 Task = tuple[str, str, int]
 _STATE: dict = {}
@@ -189,5 +188,5 @@ def video_url_template(world: str | os.PathLike, base_url: str | None = None) ->
     """The URL template (with ``{YTID}``) of a world's videos: ``base_url/{YTID}.mp4`` when the
     videos folder is served over HTTP (e.g. ``http://127.0.0.1:8000``), else a file URL."""
     if base_url is not None:
-        return f"{base_url.rstrip('/')}/{VIDEO_FILE_TEMPLATE}"
-    return f"{(Path(world).resolve() / VIDEOS_DIR).as_uri()}/{VIDEO_FILE_TEMPLATE}"
+        return f"{base_url.rstrip('/')}/{audioset.VIDEO_FILE_TEMPLATE}"
+    return f"{(Path(world).resolve() / VIDEOS_DIR).as_uri()}/{audioset.VIDEO_FILE_TEMPLATE}"
