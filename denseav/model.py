@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.export import register_dataclass
+from transformers import PreTrainedModel
 
 from denseav.aggregation import similarity_matrix
 from denseav.aligners import AudioAligner, ImageAligner
@@ -76,6 +77,22 @@ for _output_class in (ImageFeatures, AudioFeatures, DenseAVOutput):
     register_dataclass(_output_class, serialized_type_name=f"denseav.{_output_class.__name__}")
 
 
+def build_audio_backbone(config: DenseAVConfig, load_weights: bool = True) -> PreTrainedModel:
+    """The audio backbone of a DenseAV model of ``config``, front end included (also what
+    ``trainer.pretrain_audio`` pretrains)."""
+    backbone = build_backbone(
+        "audio",
+        config.audio_backbone,
+        config.audio_backbone_config,
+        overrides=config.audio_backbone_overrides,
+        attn_implementation=config.attn_implementation,
+        load_weights=load_weights,
+    )
+    if config.audio_front_end == "log_mel":
+        install_log_mel_front_end(backbone, SAMPLE_RATE)
+    return backbone
+
+
 class DenseAV(nn.Module):
     """DenseAV (Hamilton et al. 2024): DINO + HuBERT backbones, aligners, a trainable temperature.
 
@@ -96,18 +113,9 @@ class DenseAV(nn.Module):
             attn_implementation=config.attn_implementation,
             load_weights=load_backbone_weights,
         )
-        self.audio_backbone = build_backbone(
-            "audio",
-            config.audio_backbone,
-            config.audio_backbone_config,
-            overrides=config.audio_backbone_overrides,
-            attn_implementation=config.attn_implementation,
-            load_weights=load_backbone_weights,
-        )
+        self.audio_backbone = build_audio_backbone(config, load_backbone_weights)
         if config.image_finetuning == "lora":
             add_lora(self.image_backbone, config.lora_rank, config.lora_alpha, config.lora_dropout)
-        if config.audio_front_end == "log_mel":
-            install_log_mel_front_end(self.audio_backbone, SAMPLE_RATE)
         self.image_aligner = ImageAligner(
             image_feature_dim(self.image_backbone), config.feature_dim
         )
