@@ -52,6 +52,17 @@ class TrainBatch:
         return len(self.keys)
 
 
+def valid_audio(sample: dict) -> tuple[np.ndarray, int]:
+    """A decoded sample's ``(N,)`` float32 audio and how many of its samples are real (not padding)."""
+    audio = np.asarray(sample["audio"], dtype=np.float32)
+    return audio, min(int(sample["meta"].get("valid_samples", audio.shape[0])), audio.shape[0])
+
+
+def dataset_sources(cfg: DataConfig) -> list[Source]:
+    """The configured datasets as loader sources (URL, weight, name)."""
+    return [Source(d.url, d.weight, d.name or None) for d in cfg.datasets]
+
+
 class TrainSampleTransform:
     """``(decoded sample, rng) -> compact training sample``; runs in the loader's workers.
 
@@ -65,8 +76,7 @@ class TrainSampleTransform:
     def __call__(self, sample: dict, rng: np.random.Generator) -> dict:
         g = torch.Generator().manual_seed(int(rng.integers(0, 2**63 - 1)))
         frame = pick_frame(sample["frames"], g)
-        audio = np.asarray(sample["audio"], dtype=np.float32)
-        valid = min(int(sample["meta"].get("valid_samples", audio.shape[0])), audio.shape[0])
+        audio, valid = valid_audio(sample)
         image = augment_image(frame, self.augment, g)
         if self.audio_augment.enabled:
             audio, valid = augment_audio(audio, valid, self.audio_augment, g)
@@ -108,7 +118,7 @@ def image_augment(cfg: DataConfig) -> ImageAugment:
 def build_loader(cfg: DataConfig, seed: int, rank: int, world_size: int) -> ShardLoader:
     """This rank's endless, resumable stream of batches (lists of transformed samples)."""
     return build_train_loader(
-        sources=[Source(d.url, d.weight, d.name or None) for d in cfg.datasets],
+        sources=dataset_sources(cfg),
         batch_size=cfg.batch_size,
         seed=seed,
         rank=rank,

@@ -45,6 +45,7 @@ from denseav.backbones import feature_encoder_layers
 from denseav.front_end import LogMelFilterbank
 from denseav.model import build_audio_backbone
 from shards.loader import Source, build_train_loader
+from trainer.data import dataset_sources, valid_audio
 from trainer.main import build_model_config
 from trainer.params import _help, load_config
 
@@ -97,8 +98,7 @@ class AudioCrop:
         self.samples = samples
 
     def __call__(self, sample: dict, rng: np.random.Generator) -> dict:
-        audio = np.asarray(sample["audio"], dtype=np.float32)
-        valid = min(int(sample["meta"].get("valid_samples", audio.shape[0])), audio.shape[0])
+        audio, valid = valid_audio(sample)
         start = int(rng.integers(0, valid - self.samples + 1)) if valid > self.samples else 0
         return {"audio": torch.from_numpy(audio[start : start + min(valid, self.samples)].copy())}
 
@@ -288,7 +288,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
     sources = (
         [Source(url, 1.0, None) for url in cfg.data]
         if cfg.data
-        else [Source(d.url, d.weight, d.name or None) for d in train_cfg.data.datasets]
+        else dataset_sources(train_cfg.data)
     )
     if not sources:
         raise ValueError("no audio to pretrain on: pass --data or a --config with data.datasets")
