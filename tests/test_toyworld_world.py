@@ -273,3 +273,49 @@ def test_preview_sheet_lists_the_audio(world, tmp_path):
     wavs = preview(world, tmp_path / "sheet.png", count=3)
     assert (tmp_path / "sheet.png").stat().st_size > 10_000
     assert len(wavs) == 6 and all(Path(w).is_file() for w in wavs)
+
+
+NAMED, SOUNDING = ("ball", "box", "fish", "car"), ("star", "heart", "car", "phone")
+
+
+@pytest.fixture(scope="module")
+def split_world(tmp_path_factory) -> Path:
+    """A world whose corpora cover different classes (one, car, in both)."""
+    out = tmp_path_factory.mktemp("toyworld") / "split"
+    cfg = preset("tiny", seed=5, speech_classes=NAMED, sound_classes=SOUNDING, **TINY)
+    generate_world(cfg, out, workers=2, size_name="tiny", progress=False)
+    return out
+
+
+def test_split_world_names_and_sounds_only_its_corpus_classes(split_world):
+    m = _manifest(split_world)
+    ids = {c["name"]: c["ade_class_id"] for c in m["classes"]}
+    assert [c["name"] for c in m["classes"] if c["named"]] == list(NAMED)
+    assert sorted(c["name"] for c in m["classes"] if c["sounding"]) == sorted(SOUNDING)
+    silent_words = set(ids) - set(NAMED)
+    for split in ("train", "val"):
+        for u in read_metadata(split_world / m["paths"]["placesaudio_metadata"][split]):
+            words = set(u.asr_text.split())
+            assert words & set(NAMED) and not words & silent_words, u.asr_text
+    mids = [c["mid"] for c in m["classes"]]
+    sounding_mids = {c["mid"] for c in m["classes"] if c["sounding"]}
+    for key in ("audioset_segments_csv", "audioset_eval_segments_csv"):
+        for s in read_segments(split_world / m["paths"][key], mids):
+            assert s.positive_labels and set(s.positive_labels) <= sounding_mids, (key, s)
+    for kind, names in (("speech", NAMED), ("sound", SOUNDING)):
+        s = load_prompted_set(split_world / m["paths"][f"eval_{kind}"])
+        wanted = sorted(ids[n] for n in names)
+        assert len(s) == m["counts"][f"eval_{kind}_prompts"] == len(names)
+        assert s.class_ids() == wanted
+        for p in s.prompts:  # every object drawn in a prompt's scene is of the kind's classes
+            assert set(np.unique(read_ade_seg(p.seg_path))) <= {0, *wanted}
+
+
+def test_corpus_classes_must_be_known(tmp_path, capsys):
+    with pytest.raises(ValueError, match=r"sound_classes .* \(\['bear'\] unknown\)"):
+        preset("tiny", sound_classes=("star", "bear", "car"))
+    with pytest.raises(ValueError, match="at least 3"):
+        preset("tiny", speech_classes=("ball", "ball", "box"))
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path / "w"), "--speech-classes", "ball", "unicorn", "box"])
+    assert "['unicorn'] unknown" in capsys.readouterr().err

@@ -31,6 +31,17 @@ def _parser() -> argparse.ArgumentParser:
         help="replace a previous world in --out (removes only generator outputs)",
     )
     p.add_argument("--num-classes", type=int, help="use the first N of the 12 classes")
+    for kind, corpus in (
+        ("speech", "the captions name and the stills show"),
+        ("sound", "the videos show and make heard"),
+    ):
+        p.add_argument(
+            f"--{kind}-classes",
+            nargs="+",
+            metavar="NAME",
+            help=f"only these classes (at least 3) {corpus}, and the {kind} prompts ask for "
+            "(default: all)",
+        )
     p.add_argument("--speech-train", type=int, help="PlacesAudio train captions")
     p.add_argument("--speech-val", type=int, help="PlacesAudio val captions")
     p.add_argument("--videos", type=int, help="AudioSet-style training videos")
@@ -60,22 +71,27 @@ def parse_world_args(argv: list[str] | None = None) -> tuple[argparse.Namespace,
     """The command line's arguments and the world configuration they describe (usage errors exit)."""
     p = _parser()
     args = p.parse_args(argv)
-    cfg = preset(
-        args.size,
-        seed=args.seed,
-        num_classes=args.num_classes,
-        speech_train=args.speech_train,
-        speech_val=args.speech_val,
-        videos=args.videos,
-        eval_videos=args.eval_videos,
-        retrieval_videos=args.retrieval_videos,
-        min_video_seconds=args.min_video_seconds,
-        max_video_seconds=args.max_video_seconds,
-        eval_per_class=args.eval_per_class,
-        image_size=args.image_size,
-        object_scale=tuple(args.object_scale) if args.object_scale else None,
-        fps=args.fps,
-    )
+    try:
+        cfg = preset(
+            args.size,
+            seed=args.seed,
+            num_classes=args.num_classes,
+            speech_train=args.speech_train,
+            speech_val=args.speech_val,
+            videos=args.videos,
+            eval_videos=args.eval_videos,
+            retrieval_videos=args.retrieval_videos,
+            min_video_seconds=args.min_video_seconds,
+            max_video_seconds=args.max_video_seconds,
+            eval_per_class=args.eval_per_class,
+            image_size=args.image_size,
+            object_scale=tuple(args.object_scale) if args.object_scale else None,
+            fps=args.fps,
+            speech_classes=tuple(args.speech_classes) if args.speech_classes else None,
+            sound_classes=tuple(args.sound_classes) if args.sound_classes else None,
+        )
+    except ValueError as e:
+        p.error(str(e))
     seg = cfg.segment_seconds
     if cfg.min_video_seconds < seg or cfg.max_video_seconds // seg < cfg.min_video_seconds // seg:
         p.error(

@@ -202,13 +202,15 @@ def make_video(cfg: WorldConfig, root: Path, index: int, split: str = "train") -
     if split == "retrieval":
         duration = seg
         tracks, sounds = plan_retrieval_video(
-            rng, cfg.classes, float(duration), cfg.image_size, cfg.object_scale
+            rng, cfg.sounding_classes, float(duration), cfg.image_size, cfg.object_scale
         )
     else:
         duration = seg * int(
             rng.integers(cfg.min_video_seconds // seg, cfg.max_video_seconds // seg + 1)
         )
-        tracks = plan_tracks(rng, cfg.classes, float(duration), cfg.image_size, cfg.object_scale)
+        tracks = plan_tracks(
+            rng, cfg.sounding_classes, float(duration), cfg.image_size, cfg.object_scale
+        )
         sounds = [Sound(tr.obj.cls, tr.start, tr.end) for tr in tracks]
     frames = render_frames(rng, tracks, duration, cfg.fps, cfg.image_size)
     audio = render_audio(rng, sounds, duration)

@@ -21,6 +21,11 @@ class WorldConfig:
     heard one after another; ``ingest.toyworld.audioset``); ``eval_per_class`` prompts per class
     in each prompted-segmentation set.
     ``object_scale`` is the range of an object's half-size as a fraction of ``image_size``.
+    ``speech_classes``/``sound_classes`` name the classes each corpus covers (None: all of
+    ``num_classes``): the captions name, the stills and the speech prompts' scenes show only
+    speech classes; the videos, sound prompts and their scenes hold only sound classes. The
+    paper's corpora overlap little: PlacesAudio captions name mostly silent things, AudioSet's
+    sounds come from things seldom named.
     """
 
     seed: int = 0
@@ -41,11 +46,38 @@ class WorldConfig:
     # 4 s of sound and 6 s of silence measured 0.304 sound mAP for the long preset, 10 s 0.678.
     sound_prompt_seconds: float = 10.0
     adjective_prob: float = 0.3
+    speech_classes: tuple[str, ...] | None = None
+    sound_classes: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        self.named_classes, self.sounding_classes  # noqa: B018 (raise on unknown class names)
 
     @property
     def classes(self) -> tuple[ToyClass, ...]:
         """The classes in use."""
         return select_classes(self.num_classes)
+
+    @property
+    def named_classes(self) -> tuple[ToyClass, ...]:
+        """The classes the speech corpus names and its stills show."""
+        return self._corpus_classes("speech_classes", self.speech_classes)
+
+    @property
+    def sounding_classes(self) -> tuple[ToyClass, ...]:
+        """The classes the sound corpus shows and makes heard."""
+        return self._corpus_classes("sound_classes", self.sound_classes)
+
+    def _corpus_classes(self, setting: str, names: tuple[str, ...] | None) -> tuple[ToyClass, ...]:
+        if names is None:
+            return self.classes
+        known = {c.name: c for c in self.classes}
+        unknown = [n for n in names if n not in known]
+        if unknown or len(set(names)) < 3:  # a video or retrieval clip shows 3 classes at once
+            raise ValueError(
+                f"{setting} must name at least 3 distinct classes of {sorted(known)}; "
+                f"got {list(names)}" + (f" ({unknown} unknown)" if unknown else "")
+            )
+        return tuple(c for c in self.classes if c.name in names)
 
     def rng(self, stream: str, index: int) -> np.random.Generator:
         """The random generator of item ``index`` of ``stream``: independent of every other

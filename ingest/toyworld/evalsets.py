@@ -11,8 +11,10 @@
 ``timing`` is the JSON list ``[start, end]`` (seconds) of the object word in the speech prompt
 "a picture of a(n) <object>". Sound prompts are ``sound_prompt_seconds`` of the object's sound
 over the noise floor every recording of the world has.
-Each block of ``num_classes`` consecutive rows prompts every class once, in a random order, so
-every class has exactly ``eval_per_class`` prompts and a file's number does not reveal its class.
+A set prompts the classes its training corpus covers (``kind_classes``: all of them unless the
+world names or sounds only some). Each block of that many consecutive rows prompts every such
+class once, in a random order, so each has exactly ``eval_per_class`` prompts and a file's number
+does not reveal its class.
 Scenes come from their own seed streams, disjoint from the training scenes.
 """
 
@@ -43,11 +45,22 @@ COLUMNS = {
 }
 
 
+def kind_classes(cfg: WorldConfig, kind: str) -> tuple[ToyClass, ...]:
+    """The classes the ``kind`` set prompts and draws: those its training corpus covers."""
+    return cfg.named_classes if kind == "speech" else cfg.sounding_classes
+
+
+def num_prompts(cfg: WorldConfig, kind: str) -> int:
+    """The number of prompts of the ``kind`` set."""
+    return cfg.eval_per_class * len(kind_classes(cfg, kind))
+
+
 def prompted_class(cfg: WorldConfig, kind: str, index: int) -> ToyClass:
     """The class prompted in row ``index`` of the ``kind`` set (see the module docstring)."""
-    block, slot = divmod(index, len(cfg.classes))
-    order = cfg.rng(f"eval_{kind}_order", block).permutation(len(cfg.classes))
-    return cfg.classes[int(order[slot])]
+    classes = kind_classes(cfg, kind)
+    block, slot = divmod(index, len(classes))
+    order = cfg.rng(f"eval_{kind}_order", block).permutation(len(classes))
+    return classes[int(order[slot])]
 
 
 def make_prompt(cfg: WorldConfig, root: Path, kind: str, index: int) -> dict:
@@ -57,7 +70,7 @@ def make_prompt(cfg: WorldConfig, root: Path, kind: str, index: int) -> dict:
         raise ValueError(f"unknown evaluation set kind {kind!r}; expected one of {KINDS}")
     rng = cfg.rng(f"eval_{kind}", index)
     target = prompted_class(cfg, kind, index)
-    scene = random_scene(rng, cfg.classes, cfg.image_size, target, cfg.object_scale)
+    scene = random_scene(rng, kind_classes(cfg, kind), cfg.image_size, target, cfg.object_scale)
     stem = f"toy_{kind}_{index:06d}"
     write_jpeg(root / "frames" / f"{stem}.jpg", scene.image)
     write_seg_png(root / "annotations" / f"{stem}_seg.png", scene.classes, scene.instances)

@@ -27,7 +27,7 @@ def make_caption(cfg: WorldConfig, root: Path, split: str, index: int) -> dict:
     """Render scene ``index`` of ``split``, speak its caption, write the JPEG and WAV under
     ``root`` (the ``placesaudio`` folder) and return its metadata entry."""
     rng = cfg.rng(f"placesaudio_{split}", index)
-    scene = random_scene(rng, cfg.classes, cfg.image_size, scale=cfg.object_scale)
+    scene = random_scene(rng, cfg.named_classes, cfg.image_size, scale=cfg.object_scale)
     words, _ = caption(rng, [o.cls for o in scene.objects], cfg.adjective_prob)
     speaker = SPEAKERS[int(rng.integers(0, len(SPEAKERS)))]
     audio, times = compose(words, speaker, rng)

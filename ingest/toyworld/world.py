@@ -57,7 +57,7 @@ def _tasks(cfg: WorldConfig) -> list[Task]:
     tasks += [("placesaudio", "train", i) for i in range(cfg.speech_train)]
     tasks += [("placesaudio", "val", i) for i in range(cfg.speech_val)]
     for kind in evalsets.KINDS:
-        tasks += [("eval", kind, i) for i in range(cfg.eval_per_class * cfg.num_classes)]
+        tasks += [("eval", kind, i) for i in range(evalsets.num_prompts(cfg, kind))]
     return tasks
 
 
@@ -113,7 +113,9 @@ def generate_world(
         )
     videos = {split: results.get(("audioset", split), []) for split in audioset.SPLITS}
     segments_csv = {
-        "train": SEGMENTS_CSV, "eval": EVAL_SEGMENTS_CSV, "retrieval": RETRIEVAL_SEGMENTS_CSV
+        "train": SEGMENTS_CSV,
+        "eval": EVAL_SEGMENTS_CSV,
+        "retrieval": RETRIEVAL_SEGMENTS_CSV,
     }
     num_segments = {
         split: audioset.write_segments_csv(out / csv, videos[split], cfg.num_classes)
@@ -140,6 +142,8 @@ def generate_world(
                 "mid": c.mid,
                 "display_name": c.display_name,
                 "ade_class_id": c.ade_class_id,
+                "named": c in cfg.named_classes,
+                "sounding": c in cfg.sounding_classes,
             }
             for c in cfg.classes
         ],
@@ -154,8 +158,8 @@ def generate_world(
             "audioset_eval_segments": num_segments["eval"],
             "audioset_retrieval_videos": len(videos["retrieval"]),
             "audioset_retrieval_segments": num_segments["retrieval"],
-            "eval_speech_prompts": cfg.eval_per_class * cfg.num_classes,
-            "eval_sound_prompts": cfg.eval_per_class * cfg.num_classes,
+            "eval_speech_prompts": evalsets.num_prompts(cfg, "speech"),
+            "eval_sound_prompts": evalsets.num_prompts(cfg, "sound"),
         },
         "paths": {
             "placesaudio_root": "placesaudio",
