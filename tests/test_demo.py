@@ -164,6 +164,18 @@ def test_every_preset_trains_a_valid_configuration(name, tmp_path):
     assert [d.name for d in cfg.data.datasets] == ["audioset", "placesaudio"]
 
 
+@pytest.mark.parametrize("name", sorted(demo.PRESETS))
+def test_every_preset_names_a_valid_world(name, tmp_path):
+    from ingest.toyworld.__main__ import parse_world_args
+
+    cfg = parse_world_args(demo.Demo(demo.PRESETS[name], tmp_path, str(tmp_path)).world_args())[1]
+    named, sounding = {c.name for c in cfg.named_classes}, {c.name for c in cfg.sounding_classes}
+    if demo.PRESETS[name].world == "split":  # every class in exactly one corpus
+        assert named.isdisjoint(sounding) and len(named | sounding) == cfg.num_classes
+    else:
+        assert named == sounding == {c.name for c in cfg.classes}
+
+
 def test_per_class_table_links_each_class_to_its_grid_and_marks_classes_not_evaluated():
     speech = {"classes": [{"class_id": 2, "name": "star", "ap": 0.5},
                           {"class_id": 1, "name": "ball", "ap": 0.91234}],
