@@ -29,7 +29,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -120,23 +120,14 @@ PRESETS: dict[str, Preset] = {
         description="30-40 minutes on 2 cores from scratch (53 beside another training); "
                     "the run the learning bar is measured on",
     ),
-    "split": Preset(
-        name="split",
-        world="split",
-        config="configs/toy_demo.yaml",
-        train_args=("--steps", "1200"),
-        pool=20,
-        description="the default run on a world whose corpora name and sound different classes",
-    ),
-    "split-long": Preset(
-        name="split-long",
-        world="split",
-        config="configs/toy_demo.yaml",
-        train_args=("--steps", "3000"),
-        pool=20,
-        description="the long run on that world, where the heads divide by kind",
-    ),
 }
+# The default and long runs on the world whose corpora cover different classes (20-way pools).
+PRESETS["split"] = replace(PRESETS["default"], name="split", world="split", pool=20,
+                           description="the default run on a world whose corpora name and "
+                                       "sound different classes")
+PRESETS["split-long"] = replace(PRESETS["long"], name="split-long", world="split", pool=20,
+                                description="the long run on that world, where the heads "
+                                            "divide by kind")
 
 
 # --------------------------------------------------------------------------------------------
