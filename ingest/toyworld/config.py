@@ -50,7 +50,8 @@ class WorldConfig:
     sound_classes: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
-        self.named_classes, self.sounding_classes  # noqa: B018 (raise on unknown class names)
+        for setting in ("speech_classes", "sound_classes"):  # a bad list fails here, not mid-world
+            self._corpus_classes(setting, getattr(self, setting))
 
     @property
     def classes(self) -> tuple[ToyClass, ...]:
