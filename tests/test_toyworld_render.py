@@ -4,6 +4,8 @@ every class has a distinct look, sound and name, and captions name every object.
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -11,10 +13,10 @@ from matplotlib.path import Path as MplPath
 from PIL import Image
 
 from evaluation.datasets import decode_ade_seg, read_ade_seg
-from ingest.toyworld.classes import CLASSES
+from ingest.toyworld.classes import CLASSES, RELEASES
 from ingest.toyworld.media import encode_ade_seg, write_seg_png
 from ingest.toyworld.render import paste, rasterize, sample_object
-from ingest.toyworld.scene import caption, random_scene, vocabulary
+from ingest.toyworld.scene import caption, random_scene, vocabulary, vocabulary_releases
 from ingest.toyworld.sounds import SAMPLE_RATE, class_sound
 
 GRAY = np.float32(100.0)
@@ -116,3 +118,39 @@ def test_captions_name_every_object_once():
         assert sum(w in {c.name for c in CLASSES} for w in words) == len(objects)
         assert 1 <= len(objects) <= 3
         assert set(np.unique(scene.classes)) <= {0} | {c.ade_class_id for c in objects}
+
+
+def _audio_digest_of_first_classes_words(whole_vocabulary: bool) -> str:
+    """The md5 of every speaker's words of a world of the first 12 classes (the vocabulary before
+    classes 13-20 were added), synthesised in a fresh process (libespeak-ng keeps process-wide state) by the engine, which
+    knows the whole vocabulary, or by an engine that has said only those words, in sorted order,
+    as the engine did before later classes were added."""
+    code = f"""
+import hashlib
+from ingest.toyworld.classes import CLASSES
+from ingest.toyworld.scene import vocabulary
+from ingest.toyworld.speech import SPEAKERS, Espeak, engine
+class_words = lambda classes: {{w for c in classes for w in (c.name, c.adjective)}}
+words = sorted(
+    set(vocabulary()) - class_words(CLASSES) | class_words(CLASSES[:12])
+)
+eng = engine() if {whole_vocabulary} else Espeak()
+digest = hashlib.md5()
+for speaker in SPEAKERS:
+    for word in words:
+        digest.update(eng.word(word, speaker).tobytes())
+print(digest.hexdigest())
+"""
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def test_later_classes_leave_the_earlier_words_audio_unchanged():
+    """espeak-ng's audio for a word depends on what it said before: the engine must say each
+    release's words after all earlier releases, so a world of the first classes keeps its audio
+    when classes are added."""
+    assert RELEASES == tuple(sorted(RELEASES)) and RELEASES[-1] == len(CLASSES)
+    first, *later = vocabulary_releases()
+    assert set(first).isdisjoint(w for release in later for w in release)
+    assert _audio_digest_of_first_classes_words(True) == _audio_digest_of_first_classes_words(False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from ingest.toyworld.classes import CLASSES
 from ingest.toyworld.config import SIZES, WorldConfig, preset
 from ingest.toyworld.world import generate_world
 
@@ -30,7 +31,11 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="replace a previous world in --out (removes only generator outputs)",
     )
-    p.add_argument("--num-classes", type=int, help="use the first N of the 12 classes")
+    p.add_argument(
+        "--num-classes",
+        type=int,
+        help=f"use the first N of the {len(CLASSES)} classes (default {WorldConfig.num_classes})",
+    )
     for kind, corpus in (
         ("speech", "the captions name and the stills show"),
         ("sound", "the videos show and make heard"),

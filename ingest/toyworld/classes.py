@@ -51,7 +51,20 @@ CLASSES: tuple[ToyClass, ...] = (
     _c(10, "clock", "round", (250, 238, 195), "steady tick-tock clicks", "Tick-tock"),
     _c(11, "kite", "purple", (140, 45, 200), "gliding whistle", "Whistle"),
     _c(12, "phone", "black", (45, 45, 50), "two-tone ringing trill", "Telephone bell ringing"),
+    _c(13, "moon", "silver", (192, 196, 212), "soft falling owl hoots", "Owl"),
+    _c(14, "drum", "teal", (20, 140, 135), "thumping drum beats with a rattle", "Drum"),
+    _c(15, "boat", "grey", (105, 110, 120), "splashes of water", "Splash, splatter"),
+    _c(16, "house", "tan", (210, 175, 125), "ding-dong doorbell", "Doorbell"),
+    _c(17, "cup", "cyan", (70, 200, 225), "high spoon-on-china clinks", "Clink"),
+    _c(18, "frog", "lime", (135, 210, 45), "rasping croaks", "Frog"),
+    _c(19, "horn", "gold", (215, 165, 30), "honking two-note horn", "Vehicle horn"),
+    _c(20, "train", "maroon", (135, 30, 55), "puffing steam chugs", "Steam"),
 )
+# The vocabulary grew in releases: the first 12 classes, then 8 more. espeak-ng's audio for a word
+# depends on what it said before, so the speech engine synthesises each release's new words
+# after all earlier ones, and a world of the first 12 classes sounds the same as before the rest
+# were added.
+RELEASES: tuple[int, ...] = (12, 20)
 
 BY_NAME: dict[str, ToyClass] = {c.name: c for c in CLASSES}
 

@@ -69,6 +69,12 @@ def _bar(angle: float, length: float, width: float) -> np.ndarray:
     return np.array([tail + n, d * length + n, d * length - n, tail - n])
 
 
+def _arc(cx: float, cy: float, r: float, t0: float, t1: float, n: int = 24) -> np.ndarray:
+    """Points on a circular arc from angle ``t0`` to ``t1`` (degrees; y down, so clockwise)."""
+    t = np.radians(np.linspace(t0, t1, n))
+    return np.stack([cx + r * np.cos(t), cy + r * np.sin(t)], axis=1)
+
+
 @dataclass(frozen=True)
 class Part:
     """One filled polygon of an object. ``color`` None means the instance's body colour;
@@ -156,6 +162,61 @@ def class_parts(name: str, rng: np.random.Generator) -> list[Part]:
             Part(_rect(-0.43, -0.8, 0.43, 0.62), (40, 170, 170)),
             Part(_circle(0, 0.8, 0.1), (125, 125, 125)),
         ]
+    if name == "moon":  # the unit circle's left part outside a circle through (0.5, +-0.866)
+        return [Part(np.concatenate([_arc(0, 0, 1, 60, 300), _arc(0.6, 0, 0.872, 263.4, 96.6)]))]
+    if name == "drum":
+        return [
+            Part(_rect(-0.8, -0.45, 0.8, 0.85)),
+            Part(_rect(-0.8, 0.62, 0.8, 0.85), shade=0.55),
+            Part(_ellipse(0, -0.45, 0.8, 0.28), (225, 215, 190)),
+            Part(_bar(np.radians(-150), 0.75, 0.08) + [0.2, -0.55], (150, 100, 50)),
+        ]
+    if name == "boat":
+        return [
+            Part(np.array([[-1.0, 0.35], [1.0, 0.35], [0.7, 0.85], [-0.7, 0.85]])),
+            Part(_rect(-0.05, -1.0, 0.05, 0.35), (70, 50, 35)),
+            Part(np.array([[0.1, -0.95], [0.1, 0.25], [0.8, 0.25]]), (245, 245, 238)),
+        ]
+    if name == "house":
+        return [
+            Part(_rect(-0.75, -0.15, 0.75, 0.95)),
+            Part(np.array([[0.0, -1.0], [0.95, -0.1], [-0.95, -0.1]]), (150, 45, 35)),
+            Part(_rect(-0.5, 0.35, -0.15, 0.95), (95, 60, 30)),
+            Part(_rect(0.15, 0.1, 0.5, 0.45), (185, 220, 250)),
+        ]
+    if name == "cup":
+        handle = np.concatenate([_arc(0.45, 0.0, 0.5, -80, 80), _arc(0.45, 0.0, 0.3, 80, -80)])
+        return [
+            Part(handle),
+            Part(np.array([[-0.75, -0.7], [0.55, -0.7], [0.4, 0.8], [-0.6, 0.8]])),
+            Part(_rect(-0.75, -0.7, 0.55, -0.55), shade=0.75),
+        ]
+    if name == "frog":
+        return [
+            Part(_ellipse(0, 0.2, 0.95, 0.62)),
+            Part(_circle(-0.45, -0.42, 0.27)),
+            Part(_circle(0.45, -0.42, 0.27)),
+            Part(_circle(-0.45, -0.45, 0.11), (15, 15, 15)),
+            Part(_circle(0.45, -0.45, 0.11), (15, 15, 15)),
+            Part(_rect(-0.45, 0.28, 0.45, 0.36), (40, 80, 20)),
+        ]
+    if name == "horn":
+        return [
+            Part(np.array([[0.3, -0.16], [1.0, -0.8], [1.0, 0.8], [0.3, 0.16]])),
+            Part(_rect(-1.0, -0.16, 0.35, 0.16)),
+            Part(_rect(-1.0, -0.3, -0.84, 0.3), shade=0.7),
+            Part(_rect(-0.45, -0.5, -0.05, -0.16), shade=0.8),
+        ]
+    if name == "train":
+        return [
+            Part(_rect(-1.0, -0.25, 0.4, 0.5)),
+            Part(_rect(0.2, -0.8, 0.95, 0.5)),
+            Part(_rect(-0.8, -0.75, -0.48, -0.25), (40, 40, 40)),
+            Part(_rect(0.38, -0.65, 0.78, -0.22), (185, 220, 250)),
+            Part(_circle(-0.62, 0.55, 0.24), (20, 20, 20)),
+            Part(_circle(-0.05, 0.55, 0.24), (20, 20, 20)),
+            Part(_circle(0.58, 0.55, 0.24), (20, 20, 20)),
+        ]
     raise ValueError(f"no drawing for class {name!r}")
 
 
@@ -173,8 +234,16 @@ _ROTATION = {
     "clock": np.pi,
     "kite": 0.5,
     "phone": 0.45,
+    "moon": 0.6,
+    "drum": 0.25,
+    "boat": 0.2,
+    "house": 0.15,
+    "cup": 0.3,
+    "frog": 0.3,
+    "horn": 0.5,
+    "train": 0.15,
 }
-_MIRROR = {"fish", "car", "bee"}
+_MIRROR = {"fish", "car", "bee", "moon", "boat", "cup", "horn", "train"}
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ingest.toyworld.classes import ToyClass
+from ingest.toyworld.classes import CLASSES, RELEASES, ToyClass
 from ingest.toyworld.render import ObjectSpec, background, finish, paste, rasterize, sample_object
 
 OBJECT_SCALE = (0.14, 0.24)  # range of an object's half-size, as a fraction of the image side
@@ -140,11 +140,19 @@ def caption(
 
 def vocabulary() -> list[str]:
     """Every word a toy-world caption or prompt can contain, sorted."""
-    from ingest.toyworld.classes import CLASSES
+    return sorted(w for release in vocabulary_releases() for w in release)
 
+
+def vocabulary_releases() -> list[list[str]]:
+    """The vocabulary by release (``classes.RELEASES``): each the sorted words it added."""
     words = {"a", "an", "picture", "of"}
     for templates in _TEMPLATES.values():
         words.update(w for w in " ".join(templates).split() if not w.startswith("{"))
-    for c in CLASSES:
-        words.update((c.name, c.adjective))
-    return sorted(words)
+    releases, start, known = [], 0, set()
+    for end in RELEASES:
+        for c in CLASSES[start:end]:
+            words.update((c.name, c.adjective))
+        releases.append(sorted(words - known))
+        known |= words
+        start = end
+    return releases

@@ -156,6 +156,91 @@ def _phone(n, rng, pitch, tempo):
     return tone * gate
 
 
+def _moon(n, rng, pitch, tempo):
+    out = np.zeros(n)
+    t = _t(int(0.35 * SAMPLE_RATE))
+    f = 330 * pitch * (1 - 0.12 * t / t[-1])
+    hoot = np.sin(2 * np.pi * np.cumsum(f) / SAMPLE_RATE) * np.sin(np.pi * t / t[-1]) ** 2
+    for s in _events(n, 1.6 / tempo, rng.random()):
+        for lag in (0.0, 0.5, 0.85):
+            _place(out, s + int(lag * SAMPLE_RATE), hoot)
+    return out
+
+
+def _drum(n, rng, pitch, tempo):
+    out = np.zeros(n)
+    t = _t(int(0.25 * SAMPLE_RATE))
+    f = 160 * pitch * (1 + np.exp(-t * 30))
+    hit = np.sin(2 * np.pi * np.cumsum(f) / SAMPLE_RATE) * np.exp(-t * 14)
+    hit += 0.5 * _band(rng.standard_normal(len(t)), 1500, 5000) * np.exp(-t * 30)
+    for i, s in enumerate(_events(n, 0.25 / tempo, rng.random())):
+        if i % 4 != 3:  # three beats and a rest
+            _place(out, s, hit)
+    return out
+
+
+def _boat(n, rng, pitch, tempo):
+    out = np.zeros(n)
+    t = _t(int(0.4 * SAMPLE_RATE))
+    for s in _events(n, 0.75 / tempo, rng.random()):
+        splash = _band(rng.standard_normal(len(t)), 2000 * pitch, 6500) * np.exp(-t * 9)
+        _place(out, s + int(rng.uniform(0, 0.15) * SAMPLE_RATE), splash)
+    return out
+
+
+def _house(n, rng, pitch, tempo):
+    out = np.zeros(n)
+    t = _t(int(1.0 * SAMPLE_RATE))
+    ding, dong = (
+        (np.sin(2 * np.pi * f * pitch * t) + 0.3 * np.sin(2 * np.pi * 3 * f * pitch * t))
+        * np.exp(-t * 3)
+        for f in (659.0, 523.0)
+    )
+    for s in _events(n, 1.6 / tempo, rng.random()):
+        _place(out, s, ding)
+        _place(out, s + int(0.5 * SAMPLE_RATE), dong)
+    return out
+
+
+def _cup(n, rng, pitch, tempo):
+    out = np.zeros(n)
+    t = _t(int(0.08 * SAMPLE_RATE))
+    clink = np.sin(2 * np.pi * 4700 * pitch * t) + 0.6 * np.sin(2 * np.pi * 6900 * pitch * t)
+    clink *= np.exp(-t * 45)
+    count = rng.poisson(4 * tempo * n / SAMPLE_RATE)
+    for s in np.sort(rng.integers(0, n, size=count)):
+        _place(out, s, clink * rng.uniform(0.5, 1.0))
+    return out
+
+
+def _frog(n, rng, pitch, tempo):
+    t = _t(n)
+    pulses = (np.sin(2 * np.pi * 38 * pitch * t) > 0.6).astype(np.float64)
+    cycle = 1.1 / tempo
+    pos = (t + rng.random() * cycle) % cycle
+    gate = (pos < 0.3) | ((pos > 0.45) & (pos < 0.75))
+    return _band(pulses * gate, 1700 * pitch, 3400 * pitch)
+
+
+def _horn(n, rng, pitch, tempo):
+    t = _t(n)
+    phase = 2 * np.pi * pitch * t
+    chord = np.sign(np.sin(350 * phase)) + np.sign(np.sin(440 * phase))
+    cycle = 1.8 / tempo
+    pos = (t + rng.random() * cycle) % cycle
+    gate = (pos < 0.35) | ((pos > 0.5) & (pos < 0.85))
+    return _band(chord * gate, 300, 2500)
+
+
+def _train(n, rng, pitch, tempo):
+    out = np.zeros(n)
+    t = _t(int(0.22 * SAMPLE_RATE))
+    for i, s in enumerate(_events(n, 0.22 / tempo, rng.random())):
+        chug = _band(rng.standard_normal(len(t)), 250 * pitch, 1100 * pitch) * np.exp(-t * 20)
+        _place(out, s, chug * (1.0 if i % 2 == 0 else 0.6))
+    return out
+
+
 _SYNTHS: dict[str, Callable[..., np.ndarray]] = {
     "ball": _ball,
     "star": _star,
@@ -169,6 +254,14 @@ _SYNTHS: dict[str, Callable[..., np.ndarray]] = {
     "clock": _clock,
     "kite": _kite,
     "phone": _phone,
+    "moon": _moon,
+    "drum": _drum,
+    "boat": _boat,
+    "house": _house,
+    "cup": _cup,
+    "frog": _frog,
+    "horn": _horn,
+    "train": _train,
 }
 
 

@@ -7,7 +7,8 @@ known to the sample. espeak-ng renders at 22,050 Hz; words are resampled to 16 k
 libespeak-ng keeps global state, and a word's samples depend slightly on what the engine said
 before. So each process owns one :class:`Espeak` (see :func:`engine`) that synthesises the whole
 vocabulary for every speaker once, in a fixed order, when it starts; every later request is a
-cache hit, and every process holds the same samples. Only voices whose output is deterministic
+cache hit, and every process holds the same samples. Words added to the vocabulary later are
+synthesised after all earlier ones, so they leave the earlier words' samples unchanged. Only voices whose output is deterministic
 are used: the breathy female variants (``+f2``, ``+f3``, ``+f5``) draw random noise.
 """
 
@@ -142,12 +143,13 @@ def engine() -> Espeak:
     vocabulary synthesised for every speaker in a fixed order."""
     global _ENGINE
     if _ENGINE is None:
-        from ingest.toyworld.scene import vocabulary
+        from ingest.toyworld.scene import vocabulary_releases
 
         eng = Espeak()
-        for speaker in SPEAKERS:
-            for word in vocabulary():
-                eng.word(word, speaker)
+        for release in vocabulary_releases():  # new words after old: old words keep their audio
+            for speaker in SPEAKERS:
+                for word in release:
+                    eng.word(word, speaker)
         eng.frozen = True
         _ENGINE = eng
     return _ENGINE
