@@ -53,7 +53,7 @@ CLASSES: tuple[ToyClass, ...] = (
     _c(12, "phone", "black", (45, 45, 50), "two-tone ringing trill", "Telephone bell ringing"),
     _c(13, "moon", "silver", (192, 196, 212), "soft falling owl hoots", "Owl"),
     _c(14, "drum", "teal", (20, 140, 135), "thumping drum beats with a rattle", "Drum"),
-    _c(15, "boat", "grey", (105, 110, 120), "splashes of water", "Splash, splatter"),
+    _c(15, "boat", "navy", (30, 45, 120), "splashes of water", "Splash, splatter"),
     _c(16, "house", "tan", (210, 175, 125), "ding-dong doorbell", "Doorbell"),
     _c(17, "cup", "cyan", (70, 200, 225), "high spoon-on-china clinks", "Clink"),
     _c(18, "frog", "lime", (135, 210, 45), "rasping croaks", "Frog"),

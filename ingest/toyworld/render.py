@@ -175,7 +175,7 @@ def class_parts(name: str, rng: np.random.Generator) -> list[Part]:
         return [
             Part(np.array([[-1.0, 0.35], [1.0, 0.35], [0.7, 0.85], [-0.7, 0.85]])),
             Part(_rect(-0.05, -1.0, 0.05, 0.35), (70, 50, 35)),
-            Part(np.array([[0.1, -0.95], [0.1, 0.25], [0.8, 0.25]]), (245, 245, 238)),
+            Part(np.array([[0.1, -0.95], [0.1, 0.25], [0.8, 0.25]]), (240, 215, 140)),
         ]
     if name == "house":
         return [
@@ -213,9 +213,9 @@ def class_parts(name: str, rng: np.random.Generator) -> list[Part]:
             Part(_rect(0.2, -0.8, 0.95, 0.5)),
             Part(_rect(-0.8, -0.75, -0.48, -0.25), (40, 40, 40)),
             Part(_rect(0.38, -0.65, 0.78, -0.22), (185, 220, 250)),
-            Part(_circle(-0.62, 0.55, 0.24), (20, 20, 20)),
-            Part(_circle(-0.05, 0.55, 0.24), (20, 20, 20)),
-            Part(_circle(0.58, 0.55, 0.24), (20, 20, 20)),
+            Part(_circle(-0.62, 0.55, 0.24), shade=0.45),
+            Part(_circle(-0.05, 0.55, 0.24), shade=0.45),
+            Part(_circle(0.58, 0.55, 0.24), shade=0.45),
         ]
     raise ValueError(f"no drawing for class {name!r}")
 
