@@ -93,7 +93,8 @@ WORLDS: dict[str, tuple[str, ...]] = {
 # hold more than 100 of them each.
 WORLDS["split"] = WORLDS["demo"] + (
     "--num-classes", "20", "--speech-val", "1200", "--retrieval-videos", "320",
-    "--speech-classes", "ball", "box", "fish", "car", "cloud", "kite", "moon", "boat", "house", "cup",
+    "--speech-classes", "ball", "box", "fish", "car", "cloud", "kite", "moon", "boat", "house",
+    "cup",
     "--sound-classes", "star", "heart", "tree", "bee", "clock", "phone", "drum", "frog", "horn",
     "train",
 )

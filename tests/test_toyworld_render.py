@@ -122,9 +122,9 @@ def test_captions_name_every_object_once():
 
 def _audio_digest_of_first_classes_words(whole_vocabulary: bool) -> str:
     """The md5 of every speaker's words of a world of the first 12 classes (the vocabulary before
-    classes 13-20 were added), synthesised in a fresh process (libespeak-ng keeps process-wide state) by the engine, which
-    knows the whole vocabulary, or by an engine that has said only those words, in sorted order,
-    as the engine did before later classes were added."""
+    classes 13-20 were added), synthesised in a fresh process (libespeak-ng keeps process-wide
+    state) by the engine, which knows the whole vocabulary, or by an engine that has said only
+    those words, in sorted order, as the engine did before later classes were added."""
     code = f"""
 import hashlib
 from ingest.toyworld.classes import CLASSES

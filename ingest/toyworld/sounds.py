@@ -37,6 +37,16 @@ def _events(n: int, period: float, phase: float) -> np.ndarray:
     return (starts * SAMPLE_RATE).astype(int)
 
 
+def _random_events(n: int, rng: np.random.Generator, rate: float) -> np.ndarray:
+    """Sorted start sample indices of a Poisson event train of ``rate`` events per second."""
+    return np.sort(rng.integers(0, n, size=rng.poisson(rate * n / SAMPLE_RATE)))
+
+
+def _cycle_position(t: np.ndarray, cycle: float, rng: np.random.Generator) -> np.ndarray:
+    """Each time's position in seconds within a repeating ``cycle`` of random phase."""
+    return (t + rng.random() * cycle) % cycle
+
+
 def _place(out: np.ndarray, start: int, grain: np.ndarray) -> None:
     end = min(len(out), start + len(grain))
     if start < end:
@@ -90,8 +100,7 @@ def _heart(n, rng, pitch, tempo):
 def _fish(n, rng, pitch, tempo):
     out = np.zeros(n)
     t = _t(int(0.05 * SAMPLE_RATE))
-    count = rng.poisson(9 * tempo * n / SAMPLE_RATE)
-    for s in np.sort(rng.integers(0, n, size=count)):
+    for s in _random_events(n, rng, 9 * tempo):
         f0 = rng.uniform(350, 600) * pitch
         f = f0 * np.exp(t * 25)
         _place(out, s, np.sin(2 * np.pi * np.cumsum(f) / SAMPLE_RATE) * np.sin(np.pi * t / t[-1]))
@@ -151,8 +160,7 @@ def _phone(n, rng, pitch, tempo):
     t = _t(n)
     trill = np.where(np.sin(2 * np.pi * 20 * t) > 0, 1000.0, 1250.0) * pitch
     tone = np.sin(2 * np.pi * np.cumsum(trill) / SAMPLE_RATE)
-    cycle = 1.5 / tempo
-    gate = ((t + rng.random() * cycle) % cycle) < 1.0
+    gate = _cycle_position(t, 1.5 / tempo, rng) < 1.0
     return tone * gate
 
 
@@ -207,8 +215,7 @@ def _cup(n, rng, pitch, tempo):
     t = _t(int(0.08 * SAMPLE_RATE))
     clink = np.sin(2 * np.pi * 4700 * pitch * t) + 0.6 * np.sin(2 * np.pi * 6900 * pitch * t)
     clink *= np.exp(-t * 45)
-    count = rng.poisson(4 * tempo * n / SAMPLE_RATE)
-    for s in np.sort(rng.integers(0, n, size=count)):
+    for s in _random_events(n, rng, 4 * tempo):
         _place(out, s, clink * rng.uniform(0.5, 1.0))
     return out
 
@@ -216,8 +223,7 @@ def _cup(n, rng, pitch, tempo):
 def _frog(n, rng, pitch, tempo):
     t = _t(n)
     pulses = (np.sin(2 * np.pi * 38 * pitch * t) > 0.6).astype(np.float64)
-    cycle = 1.1 / tempo
-    pos = (t + rng.random() * cycle) % cycle
+    pos = _cycle_position(t, 1.1 / tempo, rng)
     gate = (pos < 0.3) | ((pos > 0.45) & (pos < 0.75))
     return _band(pulses * gate, 1700 * pitch, 3400 * pitch)
 
@@ -226,8 +232,7 @@ def _horn(n, rng, pitch, tempo):
     t = _t(n)
     phase = 2 * np.pi * pitch * t
     chord = np.sign(np.sin(350 * phase)) + np.sign(np.sin(440 * phase))
-    cycle = 1.8 / tempo
-    pos = (t + rng.random() * cycle) % cycle
+    pos = _cycle_position(t, 1.8 / tempo, rng)
     gate = (pos < 0.35) | ((pos > 0.5) & (pos < 0.85))
     return _band(chord * gate, 300, 2500)
 

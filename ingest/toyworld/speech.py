@@ -8,8 +8,9 @@ libespeak-ng keeps global state, and a word's samples depend slightly on what th
 before. So each process owns one :class:`Espeak` (see :func:`engine`) that synthesises the whole
 vocabulary for every speaker once, in a fixed order, when it starts; every later request is a
 cache hit, and every process holds the same samples. Words added to the vocabulary later are
-synthesised after all earlier ones, so they leave the earlier words' samples unchanged. Only voices whose output is deterministic
-are used: the breathy female variants (``+f2``, ``+f3``, ``+f5``) draw random noise.
+synthesised after all earlier ones, so they leave the earlier words' samples unchanged. Only
+voices whose output is deterministic are used: the breathy female variants (``+f2``, ``+f3``,
+``+f5``) draw random noise.
 """
 
 from __future__ import annotations
