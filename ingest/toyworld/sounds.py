@@ -53,14 +53,23 @@ def _place(out: np.ndarray, start: int, grain: np.ndarray) -> None:
         out[start:end] += grain[: end - start]
 
 
-def _ball(n, rng, pitch, tempo):
+def _figure(
+    n: int, period: float, phase: float, parts: tuple[tuple[float, np.ndarray], ...]
+) -> np.ndarray:
+    """``n`` samples of a repeating figure: each ``(lag in seconds, grain)`` of ``parts`` placed
+    at every start of a periodic event train."""
     out = np.zeros(n)
+    for s in _events(n, period, phase):
+        for lag, grain in parts:
+            _place(out, s + int(lag * SAMPLE_RATE), grain)
+    return out
+
+
+def _ball(n, rng, pitch, tempo):
     t = _t(int(0.2 * SAMPLE_RATE))
     f = 520 * pitch * np.exp(-t * 3.5)
     grain = np.sin(2 * np.pi * np.cumsum(f) / SAMPLE_RATE) * np.exp(-t * 18)
-    for s in _events(n, 0.34 / tempo, rng.random()):
-        _place(out, s, grain)
-    return out
+    return _figure(n, 0.34 / tempo, rng.random(), ((0.0, grain),))
 
 
 def _star(n, rng, pitch, tempo):
@@ -76,25 +85,17 @@ def _star(n, rng, pitch, tempo):
 
 
 def _box(n, rng, pitch, tempo):
-    out = np.zeros(n)
     t = _t(int(0.06 * SAMPLE_RATE))
     grain = np.sin(2 * np.pi * 330 * pitch * t) * np.exp(-t * 70)
     grain += 0.4 * rng.standard_normal(len(t)) * np.exp(-t * 200)
-    for s in _events(n, 0.8 / tempo, rng.random()):
-        _place(out, s, grain)
-        _place(out, s + int(0.17 * SAMPLE_RATE), grain)
-    return out
+    return _figure(n, 0.8 / tempo, rng.random(), ((0.0, grain), (0.17, grain)))
 
 
 def _heart(n, rng, pitch, tempo):
-    out = np.zeros(n)
     t = _t(int(0.15 * SAMPLE_RATE))
     lub = np.sin(2 * np.pi * 55 * pitch * t) * np.sin(np.pi * t / t[-1])
     dub = 0.7 * np.sin(2 * np.pi * 75 * pitch * t) * np.sin(np.pi * t / t[-1])
-    for s in _events(n, 0.9 / tempo, rng.random()):
-        _place(out, s, lub)
-        _place(out, s + int(0.28 * SAMPLE_RATE), dub)
-    return out
+    return _figure(n, 0.9 / tempo, rng.random(), ((0.0, lub), (0.28, dub)))
 
 
 def _fish(n, rng, pitch, tempo):
@@ -165,14 +166,10 @@ def _phone(n, rng, pitch, tempo):
 
 
 def _moon(n, rng, pitch, tempo):
-    out = np.zeros(n)
     t = _t(int(0.35 * SAMPLE_RATE))
     f = 330 * pitch * (1 - 0.12 * t / t[-1])
     hoot = np.sin(2 * np.pi * np.cumsum(f) / SAMPLE_RATE) * np.sin(np.pi * t / t[-1]) ** 2
-    for s in _events(n, 1.6 / tempo, rng.random()):
-        for lag in (0.0, 0.5, 0.85):
-            _place(out, s + int(lag * SAMPLE_RATE), hoot)
-    return out
+    return _figure(n, 1.6 / tempo, rng.random(), ((0.0, hoot), (0.5, hoot), (0.85, hoot)))
 
 
 def _drum(n, rng, pitch, tempo):
@@ -197,17 +194,13 @@ def _boat(n, rng, pitch, tempo):
 
 
 def _house(n, rng, pitch, tempo):
-    out = np.zeros(n)
     t = _t(int(1.0 * SAMPLE_RATE))
     ding, dong = (
         (np.sin(2 * np.pi * f * pitch * t) + 0.3 * np.sin(2 * np.pi * 3 * f * pitch * t))
         * np.exp(-t * 3)
         for f in (659.0, 523.0)
     )
-    for s in _events(n, 1.6 / tempo, rng.random()):
-        _place(out, s, ding)
-        _place(out, s + int(0.5 * SAMPLE_RATE), dong)
-    return out
+    return _figure(n, 1.6 / tempo, rng.random(), ((0.0, ding), (0.5, dong)))
 
 
 def _cup(n, rng, pitch, tempo):
