@@ -1,7 +1,8 @@
 """``python -m evaluation COMMAND``: the paper's measurements of a trained DenseAV model.
 
 Commands: ``segmentation`` (speech/sound-prompted, sec. 4.2-4.3), ``retrieval`` (sec. 4.4),
-``disentanglement`` (sec. 4.5). Each writes ``NAME.json`` and ``NAME.md`` to ``--out``.
+``disentanglement`` (sec. 4.5), each writing ``NAME.json`` and ``NAME.md`` to ``--out``;
+``ablation`` (Table 4); ``pool`` (a retrieval pool whose clips can be told apart).
 """
 
 from __future__ import annotations
@@ -79,6 +80,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ret.add_argument(
         "--pool", type=int, default=1000, help="clips in the retrieval pool (default 1000)"
+    )
+
+    pool = sub.add_parser(
+        "pool",
+        help="copy the clips of a shards dataset that can be told apart into a retrieval pool",
+        description="Write a shards dataset of up to --size clips of --data whose named contents "
+        "(their labels, else the class words their caption says) are pairwise incomparable: no "
+        "clip names a subset of what another names. `retrieval --data` then measures it.",
+    )
+    pool.add_argument(
+        "--data", required=True, help="source shards dataset (folder or s3:// prefix)"
+    )
+    pool.add_argument("--out", required=True, help="the pool's shards dataset (must not exist)")
+    pool.add_argument(
+        "--size", type=int, default=1000, help="most clips in the pool (default 1000)"
+    )
+    pool.add_argument(
+        "--class-words",
+        default="",
+        help="comma-separated words that name content in captions (clips with labels use those)",
+    )
+    pool.add_argument(
+        "--items-per-shard", type=int, default=100, help="clips per pool shard (default 100)"
     )
 
     dis = sub.add_parser(
@@ -168,6 +192,23 @@ def run_disentanglement(args: argparse.Namespace) -> list[Path]:
     return paths
 
 
+def run_pool(args: argparse.Namespace) -> list[str]:
+    from evaluation.pools import build_pool
+    from shards.index import INDEX_NAME
+    from shards.storage import join
+
+    words = [w.strip() for w in args.class_words.split(",") if w.strip()]
+    try:
+        n = build_pool(args.data, args.out, words, args.size, args.items_per_shard)
+    except (FileExistsError, ValueError) as err:
+        raise SystemExit(f"error: {err}") from err
+    print(
+        f"retrieval pool: {n} of at most {args.size} clips, none naming a subset of what "
+        "another names"
+    )
+    return [join(args.out, INDEX_NAME)]
+
+
 def run_ablation(args: argparse.Namespace) -> list[Path]:
     from evaluation.ablation import AblationPlan, run_ablation
 
@@ -202,10 +243,13 @@ COMMANDS = {
     "retrieval": run_retrieval,
     "disentanglement": run_disentanglement,
     "ablation": run_ablation,
+    "pool": run_pool,
 }
 
 
 def main(argv: list[str] | None = None) -> int:
+    from shards.storage import is_s3
+
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra and args.command != "ablation":
@@ -219,7 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     shown = ", ".join(str(p) for p in paths[:2]) + (
         f" and {len(paths) - 2} example pictures" if len(paths) > 2 else ""
     )
-    print(f"wrote {shown} (folder {Path(args.out).resolve()})")
+    folder = args.out if is_s3(args.out) else Path(args.out).resolve()
+    print(f"wrote {shown} (folder {folder})")
     return 0
 
 

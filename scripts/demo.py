@@ -4,8 +4,9 @@ Runs the real pipeline, every stage a subprocess of the project's own commands (
 no shell): generate a toy world (``python -m ingest.toyworld``) -> serve its videos with
 ``python -m http.server`` on 127.0.0.1 -> ``python -m ingest audioset`` (yt-dlp over HTTP) and
 ``python -m ingest placesaudio`` on a local Ray instance into shards (a local folder, or
-``--store s3://bucket/prefix`` with S3 settings from the AWS environment variables) -> build
-retrieval pools in which no two clips name the same content -> ``accelerate launch
+``--store s3://bucket/prefix`` with S3 settings from the AWS environment variables) ->
+``python -m evaluation pool`` (retrieval pools in which no clip names a subset of what another
+names) -> ``accelerate launch
 trainer/main.py`` (two heads, AudioSet/PlacesAudio 50/50, splicing, phase 1 then 2) ->
 ``python -m evaluation`` (speech/sound-prompted segmentation, retrieval, disentanglement, and the
 Table 4 ablation with ``--ablation``) -> ``python -m evaluation.predict`` pictures -> a report
@@ -28,7 +29,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -227,71 +228,6 @@ class VideoServer:
                 self.proc.wait()
             log(f"stopped the video server (pid {self.proc.pid})")
             self.proc = None
-
-
-# --------------------------------------------------------------------------------------------
-# Retrieval pools with distinguishable items
-
-
-def named_content(meta: dict[str, Any], class_names: Sequence[str]) -> frozenset[str]:
-    """What a clip names: AudioSet labels (mids) for sound, class words of the caption for speech.
-
-    A clip is told apart from another by what it names: see ``incomparable_pool``.
-    """
-    if meta.get("labels"):
-        return frozenset(meta["labels"])
-    words = {w.strip(".,!?;:").lower() for w in str(meta.get("caption", "")).split()}
-    return frozenset(name for name in class_names if name.lower() in words)
-
-
-def incomparable_pool(contents: Sequence[frozenset[str]], size: int) -> list[int]:
-    """Indices (ascending) of up to ``size`` clips whose named contents are pairwise incomparable.
-
-    No kept clip names a subset of what another names: a caption naming a car and a star is a
-    true description of a scene with a car, a star and a ball too, and under DenseAV's max over
-    image positions it scores that scene as high as its own; such a pair cannot be told apart.
-    Clips naming more come first (a three-object scene excludes fewer others than a one-object
-    one), in order within each size. Clips naming nothing are left out.
-    """
-    kept: list[int] = []
-    for i in sorted(range(len(contents)), key=lambda i: -len(contents[i])):
-        if len(kept) == size:
-            break
-        c = contents[i]
-        if c and not any(c <= contents[j] or contents[j] <= c for j in kept):
-            kept.append(i)
-    return sorted(kept)
-
-
-def raw_samples(url: str) -> Iterator[dict[str, Any]]:
-    """Raw samples (``__key__`` + encoded fields) of a shards dataset, in index order."""
-    from shards import reader
-    from shards.index import load_index
-
-    counters = reader.StreamCounters()
-    items = ({"url": u} for u in load_index(url).urls)
-    yield from reader.tar_samples(counters)(reader.open_shards(counters)(items))
-
-
-def build_pool(src: str, dst: str, class_names: Sequence[str], size: int) -> int:
-    """Write a shards dataset of up to ``size`` clips of ``src`` with pairwise incomparable
-    named content (``incomparable_pool``), in the order of ``src``."""
-    from shards import storage
-    from shards.index import build_index
-    from shards.writer import ShardWriter
-
-    contents = [named_content(json.loads(raw["json"]), class_names) for raw in raw_samples(src)]
-    chosen = set(incomparable_pool(contents, size))
-    count = 0
-    with ShardWriter(dst, 0, max_samples=size) as writer:
-        for i, raw in enumerate(raw_samples(src)):
-            if i in chosen:
-                writer.write({k: v for k, v in raw.items() if k == "__key__" or not k.startswith("__")})
-                count += 1
-    build_index(dst)
-    if not storage.exists(_join(dst, "index.json")):
-        raise SystemExit(f"demo: no index written for the pool {dst}")
-    return count
 
 
 # --------------------------------------------------------------------------------------------
@@ -503,7 +439,7 @@ class Demo:
     def pools(self) -> bool:
         from shards import storage
 
-        names, built = self.class_names(), False
+        built = False
         # Sound clips come from the world's retrieval videos, whose objects are heard in turn: in
         # the held-out videos sounds overlap, and an ideal model could tell fewer than one in ten
         # of a 100-way pool apart (ingest/toyworld/audioset.py).
@@ -512,9 +448,8 @@ class Demo:
             if storage.exists(_join(dst, "index.json")):
                 log(f"retrieval pool {dst} exists; skipped")
                 continue
-            n = build_pool(self.dataset(src), dst, names, self.preset.pool)
-            log(f"{kind} retrieval pool: {n} clips, no one naming a subset of what another "
-                f"names -> {dst}")
+            run([PY, "-m", "evaluation", "pool", "--data", self.dataset(src), "--out", dst,
+                 "--size", str(self.preset.pool), "--class-words", ",".join(self.class_names())])
             built = True
         return built
 

@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from ingest.toyworld import GENERATOR_VERSION
@@ -26,47 +25,6 @@ def _load_demo():
 
 
 demo = _load_demo()
-CLASSES = ["ball", "star", "box", "heart"]
-
-
-def test_named_content_reads_labels_for_sound_and_class_words_for_speech():
-    assert demo.named_content({"labels": ["/t/b", "/t/a"]}, CLASSES) == {"/t/a", "/t/b"}
-    caption = "There is a red Ball next to a star, and a ball."
-    assert demo.named_content({"caption": caption}, CLASSES) == {"ball", "star"}
-    assert demo.named_content({"caption": "a picture of boxes"}, CLASSES) == frozenset()
-
-
-def test_incomparable_pool_keeps_no_content_inside_another_larger_first():
-    contents = [frozenset(c) for c in ("a", "ab", "a", "", "ba", "bc", "c", "d", "ad", "e")]
-    kept = demo.incomparable_pool(contents, size=10)
-    # "ab", "bc", "ad" (two names, in order), then of the singletons only "e" is in none of them.
-    assert kept == [1, 5, 8, 9]
-    chosen = [contents[i] for i in kept]
-    assert not any(x <= y for x in chosen for y in chosen if x is not y)
-    assert demo.incomparable_pool(contents, size=2) == [1, 5]
-
-
-def test_build_pool_writes_a_shards_dataset_of_incomparable_content(storage_root):
-    from shards.format import encode_sample
-    from shards.index import build_index, load_index
-    from shards.writer import ShardWriter
-
-    captions = ["a ball", "a star and a ball", "a ball and a star", "a box", "nothing", "a ball"]
-    src = f"{storage_root}/src"
-    frame = np.zeros((8, 8, 3), np.uint8)
-    for shard in range(2):
-        with ShardWriter(src, shard) as w:
-            for i in range(3):
-                n = shard * 3 + i
-                meta = {"source": "placesaudio", "caption": captions[n]}
-                w.write(encode_sample(f"k{n}", np.zeros(1600, np.float32), [frame], meta))
-    build_index(src)
-
-    dst = f"{storage_root}/pool"
-    assert demo.build_pool(src, dst, CLASSES, size=10) == 2
-    kept = [json.loads(s["json"]) for s in demo.raw_samples(dst)]
-    assert [m["caption"] for m in kept] == ["a star and a ball", "a box"]
-    assert load_index(dst).total_samples == 2
 
 
 def test_an_existing_world_made_with_other_settings_stops_the_demo(tmp_path, monkeypatch):
@@ -112,6 +70,12 @@ def test_complete_stages_are_skipped(tmp_path, monkeypatch):
         folder.mkdir(parents=True)
         (folder / "ingest_summary.json").write_text(json.dumps(summary))
     assert not d.ingest()  # every dataset complete: no ingest command, no video server
+    assert len(calls) == 1
+    for kind in demo.KINDS:
+        pool = Path(d.dataset(f"pool_{kind}"))
+        pool.mkdir(parents=True)
+        (pool / "index.json").write_text("{}")
+    assert not d.pools()
     assert len(calls) == 1
 
     bad = summary | {"shard_errors": {"2": "worker died"}}
