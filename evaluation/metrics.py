@@ -177,6 +177,25 @@ def retrieval_ranks(similarity: np.ndarray) -> dict[str, np.ndarray]:
     return {"a2v": a2v, "v2a": v2a}
 
 
+def retrieval_hubs(similarity: np.ndarray, least: int = 2) -> dict[str, list[tuple[int, int]]]:
+    """Candidates retrieved first in place of the true partner by ``least`` or more queries.
+
+    A candidate that many queries rank above their own partners scores high against everything
+    (a hub); its count is how many of a direction's R@1 misses it takes.
+
+    Returns:
+        ``{"a2v": [(candidate index, queries), ...], "v2a": [...]}``, most queries first.
+    """
+    sim = np.asarray(similarity)
+    own = np.arange(sim.shape[0])
+    hubs = {}
+    for direction, top in (("a2v", sim.argmax(axis=1)), ("v2a", sim.argmax(axis=0))):
+        counts = np.bincount(top[top != own], minlength=len(own))
+        order = np.argsort(-counts, kind="stable")
+        hubs[direction] = [(int(j), int(counts[j])) for j in order if counts[j] >= least]
+    return hubs
+
+
 def retrieval_recall(similarity: np.ndarray, ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
     """Cross-modal retrieval accuracy at k (paper sec. 4.4, Table 2), both directions.
 

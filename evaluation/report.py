@@ -10,6 +10,8 @@ from typing import Any
 
 # Top-1 misses a retrieval summary lists per direction (the JSON lists every query).
 MAX_LISTED_MISSES = 20
+# Hubs (candidates retrieved first in place of several partners) a summary names per direction.
+MAX_LISTED_HUBS = 5
 # Retrieval directions: report key and the words a summary uses.
 RETRIEVAL_DIRECTIONS = (("a2v", "audio -> image"), ("v2a", "image -> audio"))
 
@@ -115,11 +117,20 @@ def retrieval_markdown(report: Mapping[str, Any]) -> str:
                 f"## {title}: {len(misses)} queries whose partner is not ranked first"
                 + (f" (the first {MAX_LISTED_MISSES})" if len(misses) > MAX_LISTED_MISSES else ""),
                 "",
+            ]
+            hubs = report["hubs"][direction][:MAX_LISTED_HUBS]
+            if hubs:
+                lines += [
+                    "Retrieved first in place of the partner most often: "
+                    + ", ".join(f"`{h['key']}` ({h['queries']} queries)" for h in hubs),
+                    "",
+                ]
+            lines.append(
                 markdown_table(
                     ["query", "rank of its partner", "retrieved first"],
                     [[q["key"], q["rank"], q["top"]] for q in misses[:MAX_LISTED_MISSES]],
-                ),
-            ]
+                )
+            )
     return "\n".join(lines)
 
 

@@ -14,7 +14,7 @@ import torch
 from tqdm import tqdm
 
 from denseav.model import DenseAV
-from evaluation.metrics import retrieval_ranks, retrieval_recall
+from evaluation.metrics import retrieval_hubs, retrieval_ranks, retrieval_recall
 from evaluation.pairs import Pair
 from evaluation.runtime import batched, encode_pairs
 
@@ -111,14 +111,18 @@ def evaluate_retrieval(
     ks: tuple[int, ...] = (1, 5, 10),
     device: torch.device | str = "cpu",
 ) -> dict:
-    """Recall at ``ks`` both ways, the median rank (1 = first) of each direction, and every query.
+    """Recall at ``ks`` both ways, the median rank (1 = first) of each direction, every query and
+    the hubs.
 
     ``queries[direction]`` lists, in pool order, each query's key, the rank of its own partner
     (1 = first) and the key of the candidate ranked first: what a failed query retrieved instead.
+    ``hubs[direction]`` lists the candidates retrieved first in place of the partner by two or
+    more queries, with how many (:func:`evaluation.metrics.retrieval_hubs`), most first.
     """
     sim = similarity_matrix(model, pool, device=device)
     ranks = retrieval_ranks(sim)
     top = {"a2v": sim.argmax(axis=1), "v2a": sim.argmax(axis=0)}
+    hubs = retrieval_hubs(sim)
     return {
         "pool": len(pool.keys),
         "recall": retrieval_recall(sim, ks),
@@ -129,6 +133,10 @@ def evaluate_retrieval(
                 {"key": key, "rank": int(rank) + 1, "top": pool.keys[int(t)]}
                 for key, rank, t in zip(pool.keys, ranks[d], top[d])
             ]
+            for d in ("a2v", "v2a")
+        },
+        "hubs": {
+            d: [{"key": pool.keys[j], "queries": count} for j, count in hubs[d]]
             for d in ("a2v", "v2a")
         },
     }

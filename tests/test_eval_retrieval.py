@@ -9,6 +9,7 @@ import torch
 from denseav.config import DenseAVConfig
 from denseav.model import DenseAV
 from evaluation.__main__ import main
+from evaluation.metrics import retrieval_hubs
 from evaluation.pairs import count_pairs, iter_pairs
 from evaluation.report import retrieval_markdown
 from evaluation.retrieval import EncodedPool, evaluate_retrieval, similarity_matrix
@@ -74,6 +75,19 @@ def test_retrieval_of_matching_features_is_perfect(tiny_model):
     assert [q["top"] for q in a2v] == [str((i + 1) % 8) for i in range(8)]
     assert [q["top"] for q in v2a] == [str((j - 1) % 8) for j in range(8)]
     assert all(q["rank"] > 1 for q in a2v + v2a)
+    assert result["hubs"] == {"a2v": [], "v2a": []}  # every miss went to a different candidate
+
+
+def test_a_candidate_that_outscores_every_partner_is_reported_as_a_hub():
+    # Image 0 scores 5 with every other audio and 4 with its own, the other partners 1: audios
+    # 1-5 retrieve image 0 first, and image 0 retrieves audio 1 (the first of its 5s).
+    sim = np.eye(6)
+    sim[:, 0] = 5.0
+    sim[0, 0] = 4.0
+    hubs = retrieval_hubs(sim)
+    assert hubs["a2v"] == [(0, 5)]
+    assert hubs["v2a"] == []  # one image query missed: fewer than two queries
+    assert retrieval_hubs(sim, least=1)["v2a"] == [(1, 1)]
 
 
 def test_pairs_from_shards_use_middle_frame_and_valid_audio(shards_dataset):
@@ -190,8 +204,10 @@ def test_retrieval_summary_lists_at_most_twenty_misses_per_direction():
         "median_rank": {"a2v": 1.0, "v2a": 1.0},
         "chance": {f"R@{k}": k / 30 for k in (1, 5, 10)},
         "queries": {"a2v": hit[:5] + missed, "v2a": hit},
+        "hubs": {"a2v": [{"key": "q0", "queries": 25}], "v2a": []},
     }
     summary = retrieval_markdown(report)
     assert "audio -> image: 25 queries whose partner is not ranked first (the first 20)" in summary
+    assert "Retrieved first in place of the partner most often: `q0` (25 queries)" in summary
     assert summary.count("| 2 | q0 |") == 20
     assert "image -> audio:" not in summary  # no misses, no section
