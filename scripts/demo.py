@@ -35,6 +35,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from evaluation.report import markdown_table
+from shards import storage
+from shards.index import INDEX_NAME
 
 if TYPE_CHECKING:
     from typing_extensions import Self  # typing.Self needs Python 3.11; the project supports 3.10
@@ -260,10 +262,6 @@ def per_class_table(segmentation: dict[str, dict[str, Any]], folders: dict[str, 
     )
 
 
-def _join(base: str, *parts: str) -> str:
-    return "/".join([base.rstrip("/"), *parts])
-
-
 @dataclass
 class Demo:
     """One run: worlds and shards under ``root``/``store`` are shared by presets; the preset's
@@ -292,7 +290,7 @@ class Demo:
         return self.root / "worlds" / self.world_name
 
     def dataset(self, name: str) -> str:
-        return _join(self.store, "shards", self.world_name, name)
+        return storage.join(self.store, "shards", self.world_name, name)
 
     @property
     def train_dir(self) -> Path:
@@ -382,9 +380,7 @@ class Demo:
             )
 
     def ingest_done(self, name: str) -> bool:
-        from shards import storage
-
-        url = _join(self.dataset(name), "ingest_summary.json")
+        url = storage.join(self.dataset(name), "ingest_summary.json")
         if not storage.exists(url):
             return False
         summary = json.loads(storage.read_bytes(url))
@@ -437,15 +433,13 @@ class Demo:
         return True
 
     def pools(self) -> bool:
-        from shards import storage
-
         built = False
         # Sound clips come from the world's retrieval videos, whose objects are heard in turn: in
         # the held-out videos sounds overlap, and an ideal model could tell fewer than one in ten
         # of a 100-way pool apart (ingest/toyworld/audioset.py).
         for kind, src in (("speech", "placesaudio_val"), ("sound", "audioset_retrieval")):
             dst = self.dataset(f"pool_{kind}")
-            if storage.exists(_join(dst, "index.json")):
+            if storage.exists(storage.join(dst, INDEX_NAME)):
                 log(f"retrieval pool {dst} exists; skipped")
                 continue
             run([PY, "-m", "evaluation", "pool", "--data", self.dataset(src), "--out", dst,
@@ -473,7 +467,7 @@ class Demo:
         )
         return ["--config", str(REPO / self.preset.config), *self.preset.train_args,
                 "--data.datasets", datasets, "--output_dir", str(self.train_dir),
-                "--checkpoint.dir", _join(self.store, "checkpoints", self.preset.name),
+                "--checkpoint.dir", storage.join(self.store, "checkpoints", self.preset.name),
                 "--checkpoint.export_dir", str(self.model_dir), "--checkpoint.resume", "latest"]
 
     def train(self) -> bool:
