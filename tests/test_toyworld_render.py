@@ -17,7 +17,7 @@ from ingest.toyworld.classes import CLASSES, RELEASES
 from ingest.toyworld.media import encode_ade_seg, write_seg_png
 from ingest.toyworld.render import paste, rasterize, sample_object
 from ingest.toyworld.scene import caption, random_scene, vocabulary, vocabulary_releases
-from ingest.toyworld.sounds import SAMPLE_RATE, class_sound
+from ingest.toyworld.sounds import NOISE_FLOOR, SAMPLE_RATE, class_sound
 
 GRAY = np.float32(100.0)
 
@@ -154,3 +154,13 @@ def test_later_classes_leave_the_earlier_words_audio_unchanged():
     first, *later = vocabulary_releases()
     assert set(first).isdisjoint(w for release in later for w in release)
     assert _audio_digest_of_first_classes_words(True) == _audio_digest_of_first_classes_words(False)
+
+
+@pytest.mark.parametrize("cls", CLASSES, ids=lambda c: c.name)
+def test_every_sound_fills_most_of_its_recording(cls):
+    # A class heard as the bare noise floor most of the time teaches its images to answer the
+    # floor every recording has (a retrieval hub); the median 20 ms frame must stand above it.
+    for seed in range(3):
+        x = class_sound(cls.name, 10 * SAMPLE_RATE, np.random.default_rng(seed))
+        frame_rms = np.sqrt((x.reshape(-1, SAMPLE_RATE // 50).astype(np.float64) ** 2).mean(axis=1))
+        assert np.median(frame_rms) > 5 * NOISE_FLOOR, (cls.name, seed, np.median(frame_rms))

@@ -21,8 +21,9 @@ from ingest.toyworld import audioset, evalsets, placesaudio
 from ingest.toyworld.config import WorldConfig
 from ingest.toyworld.speech import SPEAKERS
 
-# 1.1.0: sound prompts carry the noise floor; 1.2.0: sound retrieval videos
-GENERATOR_VERSION = "1.2.0"
+# 1.1.0: sound prompts carry the noise floor; 1.2.0: sound retrieval videos; 1.3.0: every class
+# sound fills most of its recording (ball, box, heart, fish, clock, moon, boat, cup, horn denser)
+GENERATOR_VERSION = "1.3.0"
 OUTPUTS = ("placesaudio", "audioset", "eval", "manifest.json")
 SEGMENTS_CSV = "audioset/toyworld_segments.csv"
 EVAL_SEGMENTS_CSV = "audioset/toyworld_eval_segments.csv"
