@@ -217,7 +217,7 @@ def test_eval_sets_parse_and_masks_hold_the_prompted_class(world):
                     assert np.sqrt(np.mean(word**2)) > 10 * np.sqrt(np.mean(silence**2))
             else:
                 assert p.timing is None and len(audio) == 10 * sr  # a training clip's length
-                # Never digitally silent (the gaps of a clock's ticks included), as no training
+                # Never digitally silent (the gaps between a sound's events included), as no training
                 # recording is: every 10 ms window holds at least the world's noise floor.
                 windows = audio[: len(audio) // 160 * 160].reshape(-1, 160)
                 assert np.sqrt(np.mean(windows**2, axis=1)).min() > 0.5 * NOISE_FLOOR
