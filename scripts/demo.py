@@ -265,7 +265,8 @@ def per_class_table(segmentation: dict[str, dict[str, Any]], folders: dict[str, 
 @dataclass
 class Demo:
     """One run: worlds and shards under ``root``/``store`` are shared by presets; the preset's
-    training, evaluation and report live in ``root/<preset>``."""
+    training, evaluation and report live in ``root/<run name>`` (the preset's name, with
+    ``-trainseed<N>`` for a training seed other than the config's)."""
 
     preset: Preset
     root: Path
@@ -273,13 +274,19 @@ class Demo:
     seed: int = 0
     num_processes: int = 1
     ablation: bool = False
+    train_seed: int | None = None  # None: the config's seed
     # Wall seconds of each stage of this invocation, in order; None: its outputs all existed.
     timings: dict[str, float | None] = field(default_factory=dict)
 
     # Locations -------------------------------------------------------------------------------
     @property
+    def run_name(self) -> str:
+        suffix = "" if self.train_seed is None else f"-trainseed{self.train_seed}"
+        return self.preset.name + suffix
+
+    @property
     def out(self) -> Path:
-        return self.root / self.preset.name
+        return self.root / self.run_name
 
     @property
     def world_name(self) -> str:
@@ -460,14 +467,19 @@ class Demo:
         return [ACCELERATE, "launch", "--multi_gpu", "--num_processes", str(self.num_processes),
                 *common, "--main_process_port", str(free_port())], {"ACCELERATE_USE_CPU": "1"}
 
+    def training_overrides(self) -> list[str]:
+        """The preset's trainer overrides, and the training seed when one is given."""
+        seed = [] if self.train_seed is None else ["--seed", str(self.train_seed)]
+        return [*self.preset.train_args, *seed]
+
     def train_args(self) -> list[str]:
         datasets = (
             f"[{{url: '{self.dataset('audioset')}', weight: 1, name: audioset}}, "
             f"{{url: '{self.dataset('placesaudio')}', weight: 1, name: placesaudio}}]"
         )
-        return ["--config", str(REPO / self.preset.config), *self.preset.train_args,
+        return ["--config", str(REPO / self.preset.config), *self.training_overrides(),
                 "--data.datasets", datasets, "--output_dir", str(self.train_dir),
-                "--checkpoint.dir", storage.join(self.store, "checkpoints", self.preset.name),
+                "--checkpoint.dir", storage.join(self.store, "checkpoints", self.run_name),
                 "--checkpoint.export_dir", str(self.model_dir), "--checkpoint.resume", "latest"]
 
     def train(self) -> bool:
@@ -532,7 +544,7 @@ class Demo:
              "--speech-data", str(self.prompt_set("speech")),
              "--retrieval-data", self.dataset("pool_speech"), "--pool", str(self.preset.pool),
              "--aggregations", self.preset.ablation_aggregations, "--out", str(out),
-             "--device", "cpu", *self.preset.train_args, "--data.datasets", datasets],
+             "--device", "cpu", *self.training_overrides(), "--data.datasets", datasets],
             {"OMP_NUM_THREADS": "1"})  # the ablation's trainers: one compute thread, as in train
         return True
 
@@ -597,13 +609,16 @@ class Demo:
         seconds = self.stage_seconds()
         reused = [name for name, t in self.timings.items() if t is None]
         machine = self.machine()
-        report = {"preset": self.preset.name, "seed": self.seed, "store": self.store,
-                  "num_processes": self.num_processes, "metrics": m, "bar": rows,
+        report = {"preset": self.preset.name, "seed": self.seed, "train_seed": self.train_seed,
+                  "store": self.store, "num_processes": self.num_processes, "metrics": m, "bar": rows,
                   "stage_seconds": seconds, "stages_reused": reused, "machine": machine,
                   "pictures": pictures, "example_grids": grids, "model": str(self.model_dir)}
         (self.out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+        title = f"preset `{self.preset.name}`"
+        if self.train_seed is not None:
+            title += f", training seed {self.train_seed}"
         lines = [
-            f"# DenseAV demo report (preset `{self.preset.name}`)",
+            f"# DenseAV demo report ({title})",
             "",
             markdown_table(["metric", "value", "bar", "chance", "met"], [
                 [r["metric"], f"{r['value']:.3f}", f"{r['bar']:.2f}", r["chance"],
@@ -682,6 +697,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="where shards and checkpoints go: a folder or s3://bucket/prefix "
                              "(S3 settings from AWS_* variables; default: OUT)")
     parser.add_argument("--seed", type=int, default=0, help="toy world seed (default 0)")
+    parser.add_argument("--train-seed", type=int, default=None,
+                        help="training seed (default: the config's, 0); its training, checkpoints "
+                             "and report go to <preset>-trainseed<N> beside the preset's")
     parser.add_argument("--num-processes", type=int, default=1,
                         help="training processes on this machine (default 1)")
     parser.add_argument("--ablation", action="store_true",
@@ -700,7 +718,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     preset = PRESETS[args.preset]
     out = args.out.resolve()
     store = args.store or str(out)
-    Demo(preset, out, store, args.seed, args.num_processes, args.ablation).main()
+    Demo(preset, out, store, args.seed, args.num_processes, args.ablation, args.train_seed).main()
 
 
 if __name__ == "__main__":

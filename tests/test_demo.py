@@ -118,6 +118,20 @@ def test_training_uses_both_corpora_resume_and_the_machine_notes_launch_form(tmp
     assert "--multi_gpu" in prefix and prefix[prefix.index("--num_processes") + 1] == "2"
 
 
+def test_a_training_seed_trains_beside_the_preset_on_the_same_world(tmp_path):
+    from trainer.params import load_config
+
+    preset = demo.PRESETS["split-long"]
+    own, seeded = (demo.Demo(preset, tmp_path, str(tmp_path), train_seed=s) for s in (None, 1))
+    assert seeded.world == own.world and seeded.dataset("audioset") == own.dataset("audioset")
+    assert seeded.out == tmp_path / "split-long-trainseed1" != own.out
+    args = seeded.train_args()
+    assert args[args.index("--checkpoint.dir") + 1].endswith("checkpoints/split-long-trainseed1")
+    assert load_config(args[1], args[2:]).seed == 1
+    assert load_config(args[1], own.train_args()[2:]).seed == 0  # the config's
+    assert demo.parse_args(["--train-seed", "1"]).train_seed == 1
+
+
 @pytest.mark.parametrize("name", sorted(demo.PRESETS))
 def test_every_preset_trains_a_valid_configuration(name, tmp_path):
     from trainer.params import load_config
