@@ -266,7 +266,7 @@ def per_class_table(segmentation: dict[str, dict[str, Any]], folders: dict[str, 
 class Demo:
     """One run: worlds and shards under ``root``/``store`` are shared by presets; the preset's
     training, evaluation and report live in ``root/<run name>`` (the preset's name, with
-    ``-trainseed<N>`` for a training seed other than the config's)."""
+    ``-trainseed<N>`` when a training seed is given)."""
 
     preset: Preset
     root: Path
