@@ -56,7 +56,8 @@ def segmentation(
     s = result.summary
     print(
         f"{prompted.kind}-prompted segmentation: mAP {percent(s['mAP'])}, mIoU {percent(s['mIoU'])}"
-        f" (chance mAP {percent(s['chance_mAP'])}) over {s['classes']} classes"
+        f" (chance mAP {percent(s['chance_mAP'])}), pointing game {percent(s['pointing'])}"
+        f" over {s['classes']} classes"
     )
     return report, [*paths, *(out / e for e in result.examples.values())]
 

@@ -3,7 +3,8 @@
 - Prompted segmentation (paper section 4.2-4.3): binary average precision of per-pixel
   activations against a class mask, and IoU at the best of 20 evenly spaced thresholds between
   the class's smallest and largest activation; pixels of all prompts of a class are pooled, then
-  the per-class scores are averaged (mAP, mIoU).
+  the per-class scores are averaged (mAP, mIoU). Beside them, a diagnostic the paper does not
+  report: the pointing game (the fraction of prompts whose heatmap peaks on the class's pixels).
 - Cross-modal retrieval (section 4.4): recall at 1/5/10 in both directions from an N x N
   similarity matrix whose diagonal holds the true pairs.
 - Disentanglement (section 4.5): PredDis and ActDis, paper eq. 6-8.
@@ -95,6 +96,21 @@ def best_threshold_iou(
     return float(best_iou), best_tau
 
 
+def peak_on_mask(heatmap: np.ndarray, mask: np.ndarray) -> bool:
+    """Pointing-game hit: the heatmap's highest pixel (the first in raster order on a tie) lies
+    inside the mask.
+
+    AP and IoU pool every pixel, so they cannot tell a heatmap that peaks beside its object from
+    one that is merely blurred; this can.
+
+    Args:
+        heatmap: ``(H, W)`` activations. mask: ``(H, W)``, truthy = the prompted class.
+    """
+    if np.shape(heatmap) != np.shape(mask):
+        raise ValueError(f"heatmap {np.shape(heatmap)} vs mask {np.shape(mask)}")
+    return bool(np.asarray(mask).reshape(-1)[int(np.argmax(heatmap))])
+
+
 @dataclass(frozen=True)
 class ClassScore:
     """Segmentation scores of one class over the pooled pixels of all its prompts."""
@@ -106,6 +122,7 @@ class ClassScore:
     prompts: int
     pixels: int
     positive_fraction: float
+    pointing: float  # fraction of the prompts showing the class whose heatmap peaks on it
 
 
 def class_segmentation_score(
@@ -131,6 +148,7 @@ def class_segmentation_score(
             f"class {class_id}: no pixel of the class is visible in any of its prompts"
         )
     iou, tau = best_threshold_iou(scores, labels)
+    hits = [peak_on_mask(h, m) for h, m in zip(heatmaps, masks) if np.any(m)]
     return ClassScore(
         class_id=int(class_id),
         ap=binary_average_precision(scores, labels),
@@ -139,13 +157,15 @@ def class_segmentation_score(
         prompts=len(heatmaps),
         pixels=int(labels.size),
         positive_fraction=float(labels.mean()),
+        pointing=float(np.mean(hits)),
     )
 
 
 def mean_class_scores(per_class: Sequence[ClassScore]) -> dict[str, float]:
     """mAP and mIoU: plain means over classes (each class counts once, sec. 4.2).
 
-    Also the chance level of mAP (the mean positive fraction: a random heatmap's expected AP).
+    Also the chance level of mAP (the mean positive fraction: a random heatmap's expected AP) and
+    the mean pointing-game hit rate over classes.
     """
     if not per_class:
         raise ValueError("no class to average over")
@@ -153,6 +173,7 @@ def mean_class_scores(per_class: Sequence[ClassScore]) -> dict[str, float]:
         "mAP": float(np.mean([c.ap for c in per_class])),
         "mIoU": float(np.mean([c.iou for c in per_class])),
         "chance_mAP": float(np.mean([c.positive_fraction for c in per_class])),
+        "pointing": float(np.mean([c.pointing for c in per_class])),
         "classes": len(per_class),
     }
 

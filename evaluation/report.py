@@ -60,8 +60,15 @@ def segmentation_markdown(report: Mapping[str, Any]) -> str:
         + f", bilinear to {report['label_size']} px labels after resize + centre crop",
         "",
         markdown_table(
-            ["mAP", "mIoU", "chance mAP (mean mask fraction)"],
-            [[percent(s["mAP"]), percent(s["mIoU"]), percent(s["chance_mAP"])]],
+            ["mAP", "mIoU", "chance mAP (mean mask fraction)", "pointing game"],
+            [[percent(s[key]) for key in ("mAP", "mIoU", "chance_mAP", "pointing")]],
+        ),
+        "",
+        (
+            "Pointing game: the share of a class's prompts whose heatmap peaks on the class's"
+            " pixels (a diagnostic beside the paper's measures: where both AP and the pointing"
+            " game are low, the heat peaks off the object, beside it or on another, rather than"
+            " only blurring it)."
         ),
         "",
         "## Per class",
@@ -78,11 +85,14 @@ def segmentation_markdown(report: Mapping[str, Any]) -> str:
                 percent(c["ap"]),
                 percent(c["iou"]),
                 percent(c["positive_fraction"]),
+                percent(c["pointing"]),
                 f"[grid]({example})" if example else "",
             ]
         )
     lines.append(
-        markdown_table(["class", "id", "prompts", "AP", "IoU", "mask fraction", "examples"], rows)
+        markdown_table(
+            ["class", "id", "prompts", "AP", "IoU", "mask fraction", "pointing", "examples"], rows
+        )
     )
     if report["skipped_classes"]:
         lines += ["", "## Not scored", ""]

@@ -581,6 +581,8 @@ class Demo:
             s = segmentation[kind]["summary"]
             m[f"{kind}_mAP"], m[f"{kind}_mIoU"] = s["mAP"], s["mIoU"]
             m[f"{kind}_chance_mAP"] = s["chance_mAP"]
+            # Absent from segmentation reports an earlier version wrote (a resumed run skips them).
+            m[f"{kind}_pointing"] = s.get("pointing")
             r = load(self.retrieval_report(kind))
             m[f"{kind}_retrieval_pool"] = r["pool"]
             for key, value in r["recall"].items():
@@ -637,6 +639,9 @@ class Demo:
                 f" {m['sound_retrieval_pool']}-way (sound), no clip naming a subset of what another names;"
                 f" sound head: {m['sound_head']}"
             ),
+            "- pointing game (share of prompts whose heatmap peaks on the object): " + ", ".join(
+                f"{k} " + ("n/a" if m[f"{k}_pointing"] is None else f"{m[f'{k}_pointing']:.3f}")
+                for k in KINDS),
             "- R@5 / R@10: " + "; ".join(
                 f"{k} {label} {m[f'{k}_retrieval_{d}_R@5']:.3f} / {m[f'{k}_retrieval_{d}_R@10']:.3f}"
                 for k in KINDS

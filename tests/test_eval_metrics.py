@@ -13,6 +13,7 @@ from evaluation.metrics import (
     class_segmentation_score,
     mean_class_scores,
     min_max_scale_heads,
+    peak_on_mask,
     pred_dis,
     retrieval_ranks,
     retrieval_recall,
@@ -103,6 +104,28 @@ def test_class_score_rejects_class_without_pixels_and_shape_mismatch():
         class_segmentation_score(3, [np.zeros((2, 2))], [np.ones((2, 3), bool)])
 
 
+def test_peak_on_mask_tells_a_peak_beside_the_object_from_one_on_it():
+    mask = np.zeros((6, 6), bool)
+    mask[2:4, 2:4] = True
+    on = np.zeros((6, 6))
+    on[3, 2] = 1.0
+    beside = np.zeros((6, 6))
+    beside[3, 4] = 1.0
+    assert peak_on_mask(on, mask) and not peak_on_mask(beside, mask)
+    with pytest.raises(ValueError, match=r"heatmap \(6, 6\) vs mask \(6, 5\)"):
+        peak_on_mask(on, mask[:, :5])
+
+
+def test_class_score_pointing_counts_only_prompts_showing_the_class():
+    mask = np.array([[True, False, False]])
+    hit, miss = np.array([[0.9, 0.1, 0.0]]), np.array([[0.5, 0.9, 0.0]])
+    hidden = (np.array([[0.0, 1.0, 0.0]]), np.zeros((1, 3), bool))
+    score = class_segmentation_score(4, [hit, miss, hidden[0]], [mask, mask, hidden[1]])
+    assert score.pointing == pytest.approx(0.5)
+    # A blurred map that still peaks on the object keeps the hit, unlike a sharp one beside it.
+    assert class_segmentation_score(4, [np.array([[0.6, 0.5, 0.5]])], [mask]).pointing == 1.0
+
+
 def test_mean_class_scores_is_plain_mean_over_classes():
     a = class_segmentation_score(1, [np.array([[1.0, 0.0]])], [np.array([[True, False]])])
     b = class_segmentation_score(
@@ -111,6 +134,7 @@ def test_mean_class_scores_is_plain_mean_over_classes():
     means = mean_class_scores([a, b])
     assert means["mAP"] == pytest.approx((1.0 + 0.25) / 2)
     assert means["chance_mAP"] == pytest.approx((0.5 + 0.25) / 2)
+    assert means["pointing"] == pytest.approx((1.0 + 0.0) / 2)
     assert means["classes"] == 2
 
 

@@ -76,13 +76,16 @@ def test_segmentation_command_writes_reports_and_grids(
     assert report["summary"]["classes"] == CLASSES
     aps = [c["ap"] for c in report["classes"]]
     assert report["summary"]["mAP"] == pytest.approx(np.mean(aps))
+    pointing = [c["pointing"] for c in report["classes"]]
+    assert report["summary"]["pointing"] == pytest.approx(np.mean(pointing))
+    assert all(p * PER_CLASS == pytest.approx(round(p * PER_CLASS)) for p in pointing)
     assert all(0.0 <= a <= 1.0 for a in aps)
     assert {c["name"] for c in report["classes"]} == {"ball", "star", "box"}
     for rel in report["examples"].values():
         assert (out / rel).is_file()
     assert len(report["examples"]) == CLASSES
     md = (out / f"segmentation_{kind}.md").read_text()
-    assert "mAP" in md and "ball" in md
+    assert "mAP" in md and "ball" in md and "pointing game" in md
     assert f"wrote {out}" in capsys.readouterr().out.replace(str(out.resolve()), str(out))
 
 
@@ -134,6 +137,7 @@ def test_oracle_heatmap_scores_near_perfect(eval_sets):
     scores, _ = score_classes(results)
     assert min(s.ap for s in scores) > 0.9
     assert min(s.iou for s in scores) > 0.5
+    assert min(s.pointing for s in scores) == 1.0
 
 
 def test_retrieval_over_a_prompted_folder(eval_sets, model_dir, tmp_path, capsys):
