@@ -48,6 +48,9 @@ ACCELERATE = str(Path(PY).with_name("accelerate"))
 # The two kinds of audio the world holds: spoken captions and object sounds. Every per-kind output
 # (prompt set, segmentation and retrieval report, picture) is named by one of them.
 KINDS = ("speech", "sound")
+# What the report takes from each segmentation report's summary: a report lacking one was written
+# by an earlier evaluation, and the evaluate stage measures it again.
+SEGMENTATION_FIGURES = ("mAP", "mIoU", "chance_mAP", "pointing")
 
 # The learning bar (metric key in the report -> minimum).
 BAR: dict[str, float] = {
@@ -510,21 +513,27 @@ class Demo:
     def evaluate(self) -> bool:
         model, p = str(self.model_dir), self.preset
         ran = False
+        # (report, the summary figures it must hold to be reused, evaluation arguments)
         jobs = [
-            *((self.segmentation_report(kind),
+            *((self.segmentation_report(kind), SEGMENTATION_FIGURES,
                ["segmentation", "--data", str(self.prompt_set(kind))])
               for kind in KINDS),
-            *((self.retrieval_report(kind),
+            *((self.retrieval_report(kind), (),
                ["retrieval", "--data", self.dataset(f"pool_{kind}"), "--pool", str(p.pool)])
               for kind in KINDS),
-            (self.disentanglement_report,
+            (self.disentanglement_report, (),
              ["disentanglement", "--sound-data", self.dataset("audioset_eval"),
               "--speech-data", self.dataset("placesaudio_val"), "--clips", str(p.dis_clips)]),
         ]
-        for report, args in jobs:
+        for report, figures, args in jobs:
             if report.is_file():
-                log(f"{report} exists; skipped")
-                continue
+                summary = json.loads(report.read_text())["summary"] if figures else {}
+                missing = [f for f in figures if f not in summary]
+                if not missing:
+                    log(f"{report} exists; skipped")
+                    continue
+                log(f"{report} lacks {', '.join(missing)} (an earlier evaluation wrote it); "
+                    "measuring again")
             run([PY, "-m", "evaluation", args[0], "--model", model, "--out", str(report.parent),
                  "--device", "cpu", *args[1:]])
             ran = True
@@ -589,10 +598,7 @@ class Demo:
         m: dict[str, Any] = {}
         for kind in KINDS:
             s = segmentation[kind]["summary"]
-            m[f"{kind}_mAP"], m[f"{kind}_mIoU"] = s["mAP"], s["mIoU"]
-            m[f"{kind}_chance_mAP"] = s["chance_mAP"]
-            # Absent from segmentation reports an earlier version wrote (a resumed run skips them).
-            m[f"{kind}_pointing"] = s.get("pointing")
+            m.update({f"{kind}_{figure}": s[figure] for figure in SEGMENTATION_FIGURES})
             r = load(self.retrieval_report(kind))
             m[f"{kind}_retrieval_pool"] = r["pool"]
             for key, value in r["recall"].items():
@@ -650,8 +656,7 @@ class Demo:
                 f" sound head: {m['sound_head']}"
             ),
             "- pointing game (share of prompts whose heatmap peaks on the object): " + ", ".join(
-                f"{k} " + ("n/a" if m[f"{k}_pointing"] is None else f"{m[f'{k}_pointing']:.3f}")
-                for k in KINDS),
+                f"{k} {m[f'{k}_pointing']:.3f}" for k in KINDS),
             "- R@5 / R@10: " + "; ".join(
                 f"{k} {label} {m[f'{k}_retrieval_{d}_R@5']:.3f} / {m[f'{k}_retrieval_{d}_R@10']:.3f}"
                 for k in KINDS

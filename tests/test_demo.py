@@ -83,6 +83,27 @@ def test_complete_stages_are_skipped(tmp_path, monkeypatch):
     assert not d.ingest_done("placesaudio")
 
 
+def test_segmentation_reports_lacking_a_figure_are_measured_again(tmp_path, monkeypatch):
+    d = demo.Demo(demo.PRESETS["smoke"], tmp_path, str(tmp_path))
+    calls = []
+    monkeypatch.setattr(demo, "run", lambda cmd, env=None: calls.append(cmd))
+    current = {figure: 0.5 for figure in demo.SEGMENTATION_FIGURES}
+    earlier = {k: v for k, v in current.items() if k != "pointing"}  # before the pointing game
+    for kind, summary in (("speech", current), ("sound", earlier)):
+        d.segmentation_report(kind).parent.mkdir(parents=True)
+        d.segmentation_report(kind).write_text(json.dumps({"summary": summary}))
+    for report in (*map(d.retrieval_report, demo.KINDS), d.disentanglement_report):
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text("{}")
+
+    assert d.evaluate()
+    assert len(calls) == 1
+    assert calls[0][3] == "segmentation" and str(d.prompt_set("sound")) in calls[0]
+    d.segmentation_report("sound").write_text(json.dumps({"summary": current}))
+    assert not d.evaluate()
+    assert len(calls) == 1
+
+
 def test_reused_stages_report_the_time_of_the_run_that_made_them(tmp_path):
     d = demo.Demo(demo.PRESETS["smoke"], tmp_path, str(tmp_path))
     d.out.mkdir(parents=True)
