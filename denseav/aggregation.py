@@ -17,7 +17,7 @@ from collections.abc import Callable
 import torch
 
 from denseav import similarity
-from denseav.config import AGGREGATIONS, SIMILARITY_IMPLS
+from denseav.config import AGGREGATIONS, SIMILARITY_IMPLS, DenseAVConfig
 
 AggregateFn = Callable[..., torch.Tensor]
 
@@ -51,6 +51,7 @@ def similarity_matrix(
     audio_cls: torch.Tensor | None = None,
     image_cls: torch.Tensor | None = None,
     impl: str = "fused",
+    spatial_temperature: float = 0.0,
 ) -> torch.Tensor:
     """Similarity of every audio clip with every image.
 
@@ -59,6 +60,8 @@ def similarity_matrix(
         method: one of ``AGGREGATIONS``. heads: heads of the "multihead" method.
         audio_cls: ``(Ba, C)``, image_cls: ``(Bv, C)``: global tokens, required by ``"cls"``.
         impl: ``"fused"`` or ``"naive"`` implementation of the multi-head aggregation.
+        spatial_temperature: pooling over positions of "multihead" and "maxspace": 0 the max,
+            > 0 the log-mean-exp at that temperature (``DenseAVConfig.spatial_temperature``).
     Returns:
         ``(Ba, Bv)``.
     """
@@ -67,9 +70,13 @@ def similarity_matrix(
     dtype = torch.promote_types(audio.dtype, image.dtype)
     audio, image = audio.to(dtype), image.to(dtype)
     if method == "multihead":
-        return aggregate_function(impl)(audio, image, heads, audio_mask=audio_mask)
+        return aggregate_function(impl)(
+            audio, image, heads, audio_mask=audio_mask, spatial_temperature=spatial_temperature
+        )
     if method == "maxspace":
-        return aggregate_function(impl)(audio, image, 1, audio_mask=audio_mask)
+        return aggregate_function(impl)(
+            audio, image, 1, audio_mask=audio_mask, spatial_temperature=spatial_temperature
+        )
     if method == "avgpool":
         return masked_time_mean(audio, audio_mask) @ image.flatten(2).mean(-1).T
     if method == "cls":
@@ -77,3 +84,27 @@ def similarity_matrix(
             raise ValueError("aggregation='cls' needs audio_cls and image_cls (the global tokens)")
         return audio_cls.to(dtype) @ image_cls.to(dtype).T
     raise ValueError(f"aggregation={method!r}; choose from {AGGREGATIONS}")
+
+
+def configured_similarity(
+    config: DenseAVConfig,
+    audio: torch.Tensor,
+    image: torch.Tensor,
+    audio_mask: torch.Tensor | None = None,
+    *,
+    audio_cls: torch.Tensor | None = None,
+    image_cls: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``similarity_matrix`` with the aggregation, heads, implementation and spatial temperature
+    of ``config``: the one similarity the model reports and its loss trains. Shapes as there."""
+    return similarity_matrix(
+        audio,
+        image,
+        audio_mask,
+        method=config.aggregation,
+        heads=config.heads,
+        audio_cls=audio_cls,
+        image_cls=image_cls,
+        impl=config.similarity_impl,
+        spatial_temperature=config.spatial_temperature,
+    )

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from denseav.aggregation import similarity_matrix
+from denseav.aggregation import configured_similarity
 from denseav.config import DenseAVConfig
 from denseav.model import AudioFeatures, ImageFeatures
 from denseav.similarity import paired_sim_volume
@@ -148,16 +148,13 @@ class DenseAVLoss(nn.Module):
         return audio_mask * (1 - splice_mask.to(audio_mask.dtype))
 
     def _similarity(self, audio: AudioFeatures, image: ImageFeatures) -> torch.Tensor:
-        c = self.config
-        return similarity_matrix(
+        return configured_similarity(
+            self.config,
             audio.features,
             image.features,
             audio.mask,
-            method=c.aggregation,
-            heads=c.heads,
             audio_cls=audio.cls,
             image_cls=image.cls,
-            impl=c.similarity_impl,
         )
 
     def forward(

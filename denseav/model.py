@@ -19,7 +19,7 @@ from torch import nn
 from torch.export import register_dataclass
 from transformers import PreTrainedModel
 
-from denseav.aggregation import similarity_matrix
+from denseav.aggregation import configured_similarity
 from denseav.aligners import AudioAligner, ImageAligner
 from denseav.audio import (
     SAMPLE_RATE,
@@ -243,16 +243,8 @@ class DenseAV(nn.Module):
 
         The ``"cls"`` aggregation also needs ``audio_cls (Ba, C)`` and ``image_cls (Bv, C)``.
         """
-        c = self.config
-        return similarity_matrix(
-            audio,
-            image,
-            audio_mask,
-            method=c.aggregation,
-            heads=c.heads,
-            audio_cls=audio_cls,
-            image_cls=image_cls,
-            impl=c.similarity_impl,
+        return configured_similarity(
+            self.config, audio, image, audio_mask, audio_cls=audio_cls, image_cls=image_cls
         )
 
     def forward(
