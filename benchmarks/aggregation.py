@@ -4,7 +4,6 @@ and against the matmul floor, measured in the same run.
     python benchmarks/aggregation.py                        # all default sizes, paper scale first
     python benchmarks/aggregation.py --sizes paper,b16 --repeats 5
     python benchmarks/aggregation.py --sizes 40x2x56x28x28x384 --threads 1
-    python benchmarks/aggregation.py --spatial-temperature 0.5   # the log-mean-exp pooling
 
 Sizes are presets (see --list-sizes) or `BxHEADSxTxHxWxC` (B audio clips against B images).
 Per size, fresh Python processes (inputs `requires_grad`, a padded audio mask, kernels warmed up
@@ -101,20 +100,15 @@ def _available_bytes() -> int:
     raise RuntimeError("/proc/meminfo has no MemAvailable line")
 
 
-def _setup(size: Size, threads: int, chunk_elements: int, spatial_temperature: float):
+def _setup(size: Size, threads: int, chunk_elements: int):
     """Import torch in the worker, configure it, and build seeded inputs (padded audio mask)."""
-    import functools
-
     import torch
 
     from denseav import similarity
 
     torch.set_num_threads(threads)
     similarity.CHUNK_ELEMENTS = chunk_elements
-    impls = {
-        name: functools.partial(fn, spatial_temperature=spatial_temperature)
-        for name, fn in (("fused", similarity.aggregate), ("naive", similarity.aggregate_naive))
-    }
+    impls = {"fused": similarity.aggregate, "naive": similarity.aggregate_naive}
 
     def make_inputs(s: Size, seed: int):
         gen = torch.Generator().manual_seed(seed)
@@ -135,11 +129,9 @@ def _setup(size: Size, threads: int, chunk_elements: int, spatial_temperature: f
     return torch, impls, make_inputs(size, 0), forward_backward
 
 
-def memory_worker(
-    impl: str, size: Size, threads: int, chunk_elements: int, spatial_temperature: float
-) -> dict:
+def memory_worker(impl: str, size: Size, threads: int, chunk_elements: int) -> dict:
     """Peak extra resident memory of one forward+backward, alone in this process."""
-    _, _, inputs, forward_backward = _setup(size, threads, chunk_elements, spatial_temperature)
+    _, _, inputs, forward_backward = _setup(size, threads, chunk_elements)
     gc.collect()
     before = _rss_bytes()
     forward_backward(impl, *inputs)
@@ -147,19 +139,11 @@ def memory_worker(
 
 
 def time_worker(
-    impls: list[str],
-    size: Size,
-    repeats: int,
-    threads: int,
-    chunk_elements: int,
-    clock: str,
-    spatial_temperature: float,
+    impls: list[str], size: Size, repeats: int, threads: int, chunk_elements: int, clock: str
 ) -> dict:
     """Best-of-repeats times of the floor and of each implementation, interleaved."""
     now = time.perf_counter if clock == "wall" else time.process_time
-    torch, fns, (a, v, mask, weights), forward_backward = _setup(
-        size, threads, chunk_elements, spatial_temperature
-    )
+    torch, fns, (a, v, mask, weights), forward_backward = _setup(size, threads, chunk_elements)
     d, hw = size.channels // size.heads, size.height * size.width
     lhs = torch.randn(size.batch * size.tokens, d)
     rhs = torch.randn(d, size.heads * size.batch * hw)
@@ -197,8 +181,6 @@ def _run_worker(args: argparse.Namespace, size: Size, job: str) -> dict:
         str(args.chunk_elements),
         "--clock",
         args.clock,
-        "--spatial-temperature",
-        str(args.spatial_temperature),
     ]
     # For peak memory, glibc malloc returns every block >= 128 KiB to the system when freed (no
     # dynamic threshold), so the resident set follows what is alive, not what malloc keeps cached.
@@ -293,13 +275,6 @@ def main(argv: list[str] | None = None) -> None:
         default=12.0,
         help=f"skip the naive path when ~{NAIVE_PEAK_FACTOR:g}x its volume exceeds this",
     )
-    parser.add_argument(
-        "--spatial-temperature",
-        type=float,
-        default=0.0,
-        help="pooling over positions (DenseAVConfig.spatial_temperature): 0 the max (the paper), "
-        "> 0 the log-mean-exp at that temperature",
-    )
     parser.add_argument("--json", help="also write the raw measurements to this file")
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # memory:IMPL or time:IMPL,IMPL
     args = parser.parse_args(argv)
@@ -319,9 +294,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.worker:
         kind, impls = args.worker.split(":")
         if kind == "memory":
-            result = memory_worker(
-                impls, sizes[0], args.threads, args.chunk_elements, args.spatial_temperature
-            )
+            result = memory_worker(impls, sizes[0], args.threads, args.chunk_elements)
         else:
             result = time_worker(
                 impls.split(","),
@@ -330,14 +303,13 @@ def main(argv: list[str] | None = None) -> None:
                 args.threads,
                 args.chunk_elements,
                 args.clock,
-                args.spatial_temperature,
             )
         print(json.dumps(result))
         return
 
     print(
         f"threads={args.threads} chunk_elements={args.chunk_elements} repeats={args.repeats} "
-        f"clock={args.clock} spatial_temperature={args.spatial_temperature:g}",
+        f"clock={args.clock}",
         flush=True,
     )
     rows = []

@@ -51,7 +51,6 @@ def similarity_matrix(
     audio_cls: torch.Tensor | None = None,
     image_cls: torch.Tensor | None = None,
     impl: str = "fused",
-    spatial_temperature: float = 0.0,
 ) -> torch.Tensor:
     """Similarity of every audio clip with every image.
 
@@ -60,8 +59,6 @@ def similarity_matrix(
         method: one of ``AGGREGATIONS``. heads: heads of the "multihead" method.
         audio_cls: ``(Ba, C)``, image_cls: ``(Bv, C)``: global tokens, required by ``"cls"``.
         impl: ``"fused"`` or ``"naive"`` implementation of the multi-head aggregation.
-        spatial_temperature: pooling over positions of "multihead" and "maxspace": 0 the max,
-            > 0 the log-mean-exp at that temperature (``DenseAVConfig.spatial_temperature``).
     Returns:
         ``(Ba, Bv)``.
     """
@@ -70,13 +67,9 @@ def similarity_matrix(
     dtype = torch.promote_types(audio.dtype, image.dtype)
     audio, image = audio.to(dtype), image.to(dtype)
     if method == "multihead":
-        return aggregate_function(impl)(
-            audio, image, heads, audio_mask=audio_mask, spatial_temperature=spatial_temperature
-        )
+        return aggregate_function(impl)(audio, image, heads, audio_mask=audio_mask)
     if method == "maxspace":
-        return aggregate_function(impl)(
-            audio, image, 1, audio_mask=audio_mask, spatial_temperature=spatial_temperature
-        )
+        return aggregate_function(impl)(audio, image, 1, audio_mask=audio_mask)
     if method == "avgpool":
         return masked_time_mean(audio, audio_mask) @ image.flatten(2).mean(-1).T
     if method == "cls":
@@ -95,8 +88,8 @@ def configured_similarity(
     audio_cls: torch.Tensor | None = None,
     image_cls: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``similarity_matrix`` with the aggregation, heads, implementation and spatial temperature
-    of ``config``: the one similarity the model reports and its loss trains. Shapes as there."""
+    """``similarity_matrix`` with the aggregation, heads and implementation of ``config``: the one
+    similarity the model reports and its loss trains. Shapes as there."""
     return similarity_matrix(
         audio,
         image,
@@ -106,5 +99,4 @@ def configured_similarity(
         audio_cls=audio_cls,
         image_cls=image_cls,
         impl=config.similarity_impl,
-        spatial_temperature=config.spatial_temperature,
     )

@@ -73,11 +73,6 @@ class DenseAVConfig:
     # Similarity aggregation (paper Table 4) and its implementation.
     aggregation: str = "multihead"
     similarity_impl: str = "fused"
-    # How "multihead" and "maxspace" pool each head over image positions: 0 takes the max (the
-    # paper); tau > 0 the log-mean-exp tau * log mean_hw exp(s / tau), which lies between the
-    # max (tau -> 0) and the spatial mean (tau -> inf) and sends gradient to every position in
-    # proportion to softmax(s / tau), not to the single best one. Heads are still max-pooled.
-    spatial_temperature: float = 0.0
 
     # Trainable inverse temperature gamma (published code: init 1, clamped to [0.01, 100]).
     inverse_temperature_init: float = 1.0
@@ -132,11 +127,6 @@ class DenseAVConfig:
         if self.similarity_impl not in SIMILARITY_IMPLS:
             raise ValueError(
                 f"DenseAVConfig.similarity_impl={self.similarity_impl!r}; choose from {SIMILARITY_IMPLS}"
-            )
-        if self.spatial_temperature < 0:
-            raise ValueError(
-                f"DenseAVConfig.spatial_temperature={self.spatial_temperature} must be >= 0 "
-                "(0: max over positions)"
             )
         if self.heads < 1 or self.feature_dim % self.heads:
             raise ValueError(

@@ -10,16 +10,11 @@ computes the per-token maxima chunk by chunk and keeps only what the max and its
 ``aggregate_naive`` is the same formula over the full volume, kept as the reference and for
 comparison (``DenseAVConfig.similarity_impl = "naive"``); ``benchmarks/aggregation.py`` measures
 both.
-
-Both also pool each head's positions by a log-mean-exp instead of the max when given a
-``spatial_temperature`` tau > 0 (``soft_similarity``, ``pool_volume``): ``tau * log mean_hw
-exp(s / tau)``, the max as tau -> 0 and the spatial mean as tau -> inf; heads stay max-pooled.
 """
 
 from __future__ import annotations
 
 import itertools
-import math
 
 import torch
 import torch.nn.functional as F
@@ -33,10 +28,6 @@ CHUNK_ELEMENTS = 1 << 21
 # On accelerators every op is a kernel launch: far fewer, larger chunks (64 MiB in float32, 1/35
 # of the paper-scale volume).
 ACCELERATOR_CHUNK_ELEMENTS = 1 << 24
-# The log-mean-exp's terms below e^-40 (4e-18) of its largest are taken as e^-40: they vanish in
-# any float32 sum beside it, and left alone their exp would underflow to denormals (below e^-87),
-# which x86 CPUs multiply ~100x more slowly (fwd+bwd 2.4 s against 0.17 s at 16x2x56x14x14x384).
-EXP_FLOOR = -40.0
 
 
 def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
@@ -111,18 +102,6 @@ def _image_rows(image: torch.Tensor, heads: int) -> torch.Tensor:
     return rows.reshape(heads, b * h * w, c // heads).contiguous()
 
 
-def _token_columns(audio: torch.Tensor, heads: int) -> torch.Tensor:
-    """``(Ba, C, T) -> (heads, D, Ba * T)``: every audio token as a column, per head (a copy)."""
-    ba, c, t = audio.shape
-    columns = audio.reshape(ba, heads, c // heads, t).permute(1, 2, 0, 3)
-    return columns.reshape(heads, c // heads, ba * t)
-
-
-def _head_positions(image: torch.Tensor, heads: int) -> torch.Tensor:
-    """``(b, C, H, W) -> (b, heads, H * W, D)``: a view (a copy only if it has odd strides)."""
-    return _split_heads(image, heads).flatten(3).transpose(2, 3)
-
-
 class _FusedMaxSimilarity(torch.autograd.Function):
     """``best[i, j, t] = max_{k,h,w} s[i, j, k, t, h, w]`` without the volume ``s``.
 
@@ -147,9 +126,9 @@ class _FusedMaxSimilarity(torch.autograd.Function):
     def forward(
         ctx, audio: torch.Tensor, image: torch.Tensor, heads: int, chunk_elements: int
     ) -> torch.Tensor:
-        ba, _, t = audio.shape
+        ba, c, t = audio.shape
         bv, _, h, w = image.shape
-        hw, rows = h * w, ba * t
+        hw, rows, d = h * w, ba * t, c // heads
         img_chunk, row_chunk = _chunk_sizes(
             rows, bv, heads * hw, chunk_elements, _parallel_images(audio.device, hw, chunk_elements)
         )
@@ -159,10 +138,13 @@ class _FusedMaxSimilarity(torch.autograd.Function):
             bv, rows, dtype=torch.int16 if small else torch.int32, device=audio.device
         )
         dtype = _product_dtype(audio)
-        columns = _token_columns(audio, heads).to(dtype)
+        # (heads, D, Ba * T): every audio token as a column, per head (a copy of the audio).
+        columns = audio.reshape(ba, heads, d, t).permute(1, 2, 0, 3).reshape(heads, d, rows)
+        columns = columns.to(dtype)
         buffer = torch.empty(img_chunk * heads * hw * row_chunk, dtype=dtype, device=audio.device)
         for j0, j1 in _chunks(bv, img_chunk):
-            positions = _head_positions(image[j0:j1], heads).to(dtype)
+            # (images, heads, H * W, D): a view of the image (a copy only if it has odd strides).
+            positions = _split_heads(image[j0:j1], heads).flatten(3).transpose(2, 3).to(dtype)
             for r0, r1 in _chunks(rows, row_chunk):
                 scores = buffer[: (j1 - j0) * heads * hw * (r1 - r0)].view(
                     j1 - j0, heads, hw, r1 - r0
@@ -226,103 +208,6 @@ class _FusedMaxSimilarity(torch.autograd.Function):
         return grad_audio, grad_image, None, None
 
 
-def _log_sum_exp_(scaled: torch.Tensor) -> torch.Tensor:
-    """``(b, K, P, r) -> (b, K, r)``: log-sum-exp over ``P`` with every term at least ``EXP_FLOOR``
-    below the largest; overwrites ``scaled``."""
-    top = scaled.amax(dim=2, keepdim=True)
-    total = scaled.sub_(top).clamp_(min=EXP_FLOOR).exp_().sum(dim=2)
-    return total.log_().add_(top.squeeze(2))
-
-
-class _FusedSoftSimilarity(torch.autograd.Function):
-    """``best[i, j, t] = max_k tau * log mean_{h,w} exp(s[i, j, k, t, h, w] / tau)`` without the
-    volume ``s``.
-
-    Forward: per chunk, the same batched matrix product as ``_FusedMaxSimilarity``, then a
-    log-sum-exp over each head's positions and a max over heads. Saved: the inputs, the winning
-    head (``Ba * Bv * T`` uint8) and its log-sum-exp (``Ba * Bv * T`` floats).
-
-    Backward recomputes each chunk's products. Unlike the max's, the log-mean-exp's gradient is
-    dense, ``softmax_{h,w}(s / tau)`` over the winning head's positions, so it cannot be routed
-    through saved indices; two more matrix products per chunk carry it to the audio tokens and
-    the image positions: about three times the forward's multiply-adds. Every ``s / tau`` is at
-    most its head's log-sum-exp, itself at most the winner's, so ``exp(s / tau - lse)`` cannot
-    overflow for any head; the losing heads' weights are then zeroed.
-    """
-
-    @staticmethod
-    def forward(
-        ctx,
-        audio: torch.Tensor,
-        image: torch.Tensor,
-        heads: int,
-        temperature: float,
-        chunk_elements: int,
-    ) -> torch.Tensor:
-        ba, _, t = audio.shape
-        bv, _, h, w = image.shape
-        hw, rows = h * w, ba * t
-        img_chunk, row_chunk = _chunk_sizes(rows, bv, heads * hw, chunk_elements)
-        lse = torch.empty(bv, rows, dtype=audio.dtype, device=audio.device)
-        winner = torch.empty(bv, rows, dtype=torch.uint8, device=audio.device)
-        dtype = _product_dtype(audio)
-        columns = _token_columns(audio, heads).to(dtype)
-        for j0, j1 in _chunks(bv, img_chunk):
-            positions = _head_positions(image[j0:j1], heads).to(dtype)
-            for r0, r1 in _chunks(rows, row_chunk):
-                scores = torch.matmul(positions, columns[:, :, r0:r1]).to(audio.dtype)
-                per_head = _log_sum_exp_(scores.div_(temperature))  # (images, K, tokens)
-                lse[j0:j1, r0:r1], winner[j0:j1, r0:r1] = per_head.max(dim=1)
-        ctx.save_for_backward(audio, image, winner, lse)
-        ctx.heads, ctx.temperature, ctx.chunk_elements = heads, temperature, chunk_elements
-        best = temperature * (lse - math.log(hw))
-        return best.view(bv, ba, t).permute(1, 0, 2)
-
-    @staticmethod
-    def backward(ctx, grad_best: torch.Tensor):
-        audio, image, winner, lse = ctx.saved_tensors
-        heads, temperature = ctx.heads, ctx.temperature
-        need_audio, need_image = ctx.needs_input_grad[:2]
-        ba, c, t = audio.shape
-        bv, _, h, w = image.shape
-        hw, rows, d = h * w, ba * t, c // heads
-        # Two score-sized temporaries per chunk (the scores and their weights).
-        img_chunk, row_chunk = _chunk_sizes(rows, bv, heads * hw, ctx.chunk_elements // 2)
-        columns = _token_columns(audio, heads)
-        grad_columns = torch.zeros_like(columns) if need_audio else None
-        grad_image = (
-            torch.empty(image.shape, dtype=image.dtype, device=image.device) if need_image else None
-        )
-        # (Bv, Ba * T): the incoming gradient per (image, token), laid out like ``lse``.
-        weights = grad_best.to(audio.dtype).permute(1, 0, 2).reshape(bv, rows)
-        head_ids = torch.arange(heads, device=audio.device).view(1, heads, 1)
-        for j0, j1 in _chunks(bv, img_chunk):
-            positions = _head_positions(image[j0:j1], heads)
-            grad_positions = torch.zeros_like(positions) if need_image else None
-            for r0, r1 in _chunks(rows, row_chunk):
-                scores = torch.matmul(positions, columns[:, :, r0:r1])  # (images, K, HW, tokens)
-                lse_chunk = lse[j0:j1, r0:r1].unsqueeze(1).unsqueeze(2)
-                # d best / d s = softmax over the winning head's positions, times the incoming
-                # gradient; zero for the other heads.
-                grad_scores = scores.div_(temperature).sub_(lse_chunk).clamp_(min=EXP_FLOOR).exp_()
-                winning = winner[j0:j1, r0:r1].unsqueeze(1) == head_ids  # (images, K, tokens)
-                grad_scores.mul_((winning * weights[j0:j1, r0:r1].unsqueeze(1)).unsqueeze(2))
-                if need_audio:
-                    grad_columns[:, :, r0:r1] += torch.einsum(
-                        "jkpd,jkpr->kdr", positions, grad_scores
-                    )
-                if need_image:
-                    grad_positions += grad_scores @ columns[:, :, r0:r1].transpose(1, 2)
-            if need_image:
-                grad_image[j0:j1].view(j1 - j0, heads, d, hw).copy_(grad_positions.transpose(2, 3))
-        grad_audio = (
-            grad_columns.view(heads, d, ba, t).permute(2, 0, 1, 3).reshape(ba, c, t)
-            if need_audio
-            else None
-        )
-        return grad_audio, grad_image, None, None, None
-
-
 def _product_dtype(features: torch.Tensor) -> torch.dtype:
     """The dtype autocast would give a matrix product of ``features`` (their own without it)."""
     device = features.device.type
@@ -372,49 +257,11 @@ def max_similarity(
         ``(Ba, Bv, T)`` in the inputs' dtype.
     """
     _check_pair(audio, image, heads)
-    return _FusedMaxSimilarity.apply(audio, image, heads, _chunk_budget(audio, chunk_elements))
-
-
-def soft_similarity(
-    audio: torch.Tensor,
-    image: torch.Tensor,
-    heads: int,
-    temperature: float,
-    *,
-    chunk_elements: int | None = None,
-) -> torch.Tensor:
-    """Every audio token's log-mean-exp match in every image, its best head's:
-    ``max_k tau * log mean_{h,w} exp(s[i, j, k, t, h, w] / tau)`` (``tau = temperature > 0``).
-
-    Between the max over positions (``tau -> 0``, ``max_similarity``) and their mean
-    (``tau -> inf``); its gradient reaches every position of the winning head in proportion to
-    ``softmax(s / tau)``. Memory as ``max_similarity``'s, never the volume; the backward pass
-    recomputes the products (about three times the forward's work). Dtypes as
-    ``max_similarity``: under autocast the products run in the autocast dtype and the
-    log-sum-exp in the inputs'.
-
-    Args:
-        audio: ``(Ba, C, T)``. image: ``(Bv, C, H, W)``, any strides. heads: divides ``C``.
-        temperature: ``tau > 0``, in the units of the inner products.
-        chunk_elements: as ``max_similarity``'s.
-    Returns:
-        ``(Ba, Bv, T)`` in the inputs' dtype.
-    """
-    _check_pair(audio, image, heads)
-    if not temperature > 0:
-        raise ValueError(f"temperature={temperature} must be > 0 (0 is max_similarity)")
-    if heads > torch.iinfo(torch.uint8).max:
-        raise ValueError(f"heads={heads}: at most {torch.iinfo(torch.uint8).max}")
-    return _FusedSoftSimilarity.apply(
-        audio, image, heads, float(temperature), _chunk_budget(audio, chunk_elements)
-    )
-
-
-def _chunk_budget(features: torch.Tensor, chunk_elements: int | None) -> int:
-    """``chunk_elements``, or the device's default when None."""
-    if chunk_elements is not None:
-        return chunk_elements
-    return CHUNK_ELEMENTS if features.device.type == "cpu" else ACCELERATOR_CHUNK_ELEMENTS
+    if chunk_elements is None:
+        chunk_elements = (
+            CHUNK_ELEMENTS if audio.device.type == "cpu" else ACCELERATOR_CHUNK_ELEMENTS
+        )
+    return _FusedMaxSimilarity.apply(audio, image, heads, chunk_elements)
 
 
 def _masked_mean(best: torch.Tensor, audio_mask: torch.Tensor | None, eps: float) -> torch.Tensor:
@@ -436,11 +283,9 @@ def aggregate(
     heads: int,
     audio_mask: torch.Tensor | None = None,
     eps: float = 1e-6,
-    spatial_temperature: float = 0.0,
 ) -> torch.Tensor:
     """Paper eq. 2 with multi-head max, ``S[i, j] = sum_t m[i,t] max_{k,h,w} s[i,j,k,t,h,w] /
-    max(sum_t m[i,t], eps)``; with ``spatial_temperature`` tau > 0 each head pools its positions
-    by the log-mean-exp instead (``soft_similarity``).
+    max(sum_t m[i,t], eps)``.
 
     Memory-bounded (see ``max_similarity`` for memory, ties and dtypes); same values and gradients
     as ``aggregate_naive`` up to rounding. The mask may be soft and may carry gradients.
@@ -448,28 +293,10 @@ def aggregate(
     Args:
         audio: ``(Ba, C, T)``. image: ``(Bv, C, H, W)``.
         audio_mask: ``(Ba, T)`` in ``[0, 1]``, or None for all ones.
-        spatial_temperature: 0 for the max over positions (the paper), tau > 0 for the
-            log-mean-exp.
     Returns:
         ``(Ba, Bv)``.
     """
-    best = (
-        soft_similarity(audio, image, heads, spatial_temperature)
-        if spatial_temperature
-        else max_similarity(audio, image, heads)
-    )
-    return _masked_mean(best, audio_mask, eps)
-
-
-def pool_volume(volume: torch.Tensor, spatial_temperature: float = 0.0) -> torch.Tensor:
-    """``(..., K, T, H, W) -> (..., T)``: max over heads of each head's pooling over positions,
-    the max (``spatial_temperature`` 0) or the log-mean-exp ``tau * log mean_hw exp(s / tau)``."""
-    if spatial_temperature == 0:
-        return volume.amax(dim=(-4, -2, -1))
-    hw = volume.shape[-2] * volume.shape[-1]
-    scaled = volume.flatten(-2) / spatial_temperature
-    per_head = spatial_temperature * (torch.logsumexp(scaled, dim=-1) - math.log(hw))
-    return per_head.amax(dim=-2)
+    return _masked_mean(max_similarity(audio, image, heads), audio_mask, eps)
 
 
 def aggregate_naive(
@@ -478,9 +305,8 @@ def aggregate_naive(
     heads: int,
     audio_mask: torch.Tensor | None = None,
     eps: float = 1e-6,
-    spatial_temperature: float = 0.0,
 ) -> torch.Tensor:
     """``aggregate`` through the full ``sim_volume``: the reference, memory ``O(Ba Bv K T H W)``."""
     _check_pair(audio, image, heads)
-    best = pool_volume(sim_volume(audio, image, heads), spatial_temperature).to(audio.dtype)
+    best = sim_volume(audio, image, heads).amax(dim=(2, 4, 5)).to(audio.dtype)
     return _masked_mean(best, audio_mask, eps)

@@ -7,7 +7,6 @@ import torch
 from transformers import HubertModel, ViTModel
 
 from denseav import BackboneNotFoundError, DenseAV, DenseAVConfig, DenseAVLoss
-from denseav.aggregation import similarity_matrix
 from denseav.backbones import qkv_module_names
 from denseav.losses import LOSS_TERMS
 
@@ -109,20 +108,6 @@ def test_similarity_uses_configured_aggregation(batch):
         -1, keepdim=True
     )
     torch.testing.assert_close(got, a @ out.image.features.mean((2, 3)).T)
-
-
-def test_model_and_loss_share_the_configured_spatial_temperature(batch):
-    images, wave, mask = batch
-    model = _model(heads=2, spatial_temperature=0.5).eval()
-    with torch.no_grad():
-        out = model(images, wave, mask)
-        got = model.similarity(out.audio.features, out.image.features, out.audio.mask)
-        trained = DenseAVLoss(model.config)._similarity(out.audio, out.image)
-    features = (out.audio.features, out.image.features, out.audio.mask)
-    want = similarity_matrix(*features, heads=2, spatial_temperature=0.5)
-    torch.testing.assert_close(got, want)
-    torch.testing.assert_close(trained, want)
-    assert torch.all(got < similarity_matrix(*features, heads=2))  # below the max
 
 
 def _step(model, batch, lr=1e-2):
@@ -244,8 +229,6 @@ def test_config_round_trip_and_validation():
         DenseAVConfig.tiny(aggregation="mean")
     with pytest.raises(ValueError, match="similarity_impl"):
         DenseAVConfig.tiny(similarity_impl="fast")
-    with pytest.raises(ValueError, match="spatial_temperature"):
-        DenseAVConfig.tiny(spatial_temperature=-0.5)
     with pytest.raises(ValueError, match="model_type"):
         DenseAVConfig.tiny(image_backbone_config={"hidden_size": 8})
 
