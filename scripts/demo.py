@@ -140,9 +140,10 @@ PRESETS["retrieval"] = replace(PRESETS["long"], name="retrieval",
                                            "(46 minutes of training beside another run): speech "
                                            "retrieval, at a cost in sound mAP")
 # The retrieval run exporting a moving average of its weights over the second half of training
-# (the decay a validation world chose for the long run): sound mAP back above its bar with speech
-# retrieval kept; averaged from step 300, as validated, speech retrieval fell to 0.60 (training
-# seed 2; docs/demo-experiments.md, twenty-fourth to twenty-sixth rounds).
+# (the decay a validation world chose for the long run): with training seed 2 sound mAP back above
+# its bar and speech retrieval kept (averaged from step 300, as validated, speech retrieval fell to
+# 0.60); seed 3 loses the sound bar (0.642 against 0.721 from step 300). docs/demo-experiments.md,
+# twenty-fourth to twenty-sixth rounds.
 PRESETS["segmentation"] = replace(
     PRESETS["retrieval"], name="segmentation",
     train_args=(*PRESETS["retrieval"].train_args,
