@@ -8,9 +8,10 @@ over every floating-point entry of the model's state (parameters and BatchNorm s
 integer buffers (BatchNorm's batch counters) are taken from the model as they are. The average
 never feeds back into training: a run with it is the same run, step for step.
 
-Why (docs/demo-experiments.md): on the toy world, uniform averages of checkpoints taken while
-the learning rate is still high localise sounds better than any single checkpoint of the run
-(there, at a cost in speech localisation and retrieval, so the demo does not use it).
+Why (docs/demo-experiments.md): on the toy world, averages of weights taken while the learning
+rate is still high localise sounds better than any single checkpoint of the run, at a cost in
+speech retrieval; the demo's ``segmentation`` preset exports such an average, its default and
+long presets do not.
 """
 
 from __future__ import annotations
