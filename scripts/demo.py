@@ -149,8 +149,8 @@ PRESETS["segmentation"] = replace(
     train_args=(*PRESETS["retrieval"].train_args,
                 "--optim.ema_decay", "0.9995", "--optim.ema_start", "300"),
     description="the retrieval run exporting a moving average of its weights (41-47 minutes of "
-                "training beside another run): both segmentation bars, at a cost in speech "
-                "retrieval")
+                "training beside another run): both segmentation bars with training seed 2, at a "
+                "cost in speech retrieval")
 # The default and long runs on the world whose corpora cover different classes.
 PRESETS["split"] = replace(PRESETS["default"], name="split", world="split",
                            description="the default run on a world whose corpora name and "
