@@ -157,7 +157,9 @@ PRESETS["split"] = replace(PRESETS["default"], name="split", world="split",
                                        "sound different classes")
 PRESETS["split-long"] = replace(PRESETS["long"], name="split-long", world="split",
                                 description="the long run on that world, where the heads "
-                                            "divide by kind")
+                                            "divide by kind (both disentanglement bars with "
+                                            "training seed 1; on an AMD EPYC both "
+                                            "segmentation bars too)")
 
 
 # --------------------------------------------------------------------------------------------
