@@ -168,6 +168,7 @@ class DenseAVLoss(nn.Module):
         all_image: ImageFeatures | None = None,
         offset: int = 0,
         generator: torch.Generator | None = None,
+        dis_weight: float | None = None,
     ) -> dict[str, torch.Tensor]:
         """Compute every term.
 
@@ -181,6 +182,8 @@ class DenseAVLoss(nn.Module):
                 ``all_audio.mask`` holds every row's :meth:`contrast_mask`.
             offset: index of the first local row in the global batch.
             generator: CPU random source of the NonNeg coordinates (default: torch's global RNG).
+            dis_weight: the disentanglement term's weight this step (default: ``config.dis_weight``;
+                the trainer's ``optim.dis_weight_start`` schedules it).
         Returns:
             ``{"loss", "a2v", "v2a", "dis", "splice", "silence", "cal", "nonneg", "tv"}``, 0-d tensors.
         """
@@ -229,7 +232,7 @@ class DenseAVLoss(nn.Module):
         terms["nonneg"] = nonneg
         terms["tv"] = total_variation(paired)
         weights = {
-            "dis": c.dis_weight,
+            "dis": c.dis_weight if dis_weight is None else dis_weight,
             "splice": c.splice_weight,
             "silence": c.silence_weight,
             "cal": c.cal_weight,

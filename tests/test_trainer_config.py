@@ -59,6 +59,8 @@ def test_yaml_and_overrides(tmp_path):
         (BASE, ["--optim.lr", "-1"], ["optim.lr=-1.0", "> 0"]),
         (BASE, ["--mixed_precision", "fp8"], ["mixed_precision='fp8'", "bf16"]),
         (BASE, ["--optim.decay", "linear"], ["optim.decay='linear'", "cosine"]),
+        (BASE, ["--dis_weight_start", "-1"], ["optim.dis_weight_start=-1.0", ">= 0"]),
+        (BASE, ["--dis_weight_start", "0.5"], ["optim.dis_weight_steps=0", ">= 1"]),
         (BASE, ["--grayscale_p", "1.5"], ["data.grayscale_p=1.5", "probability"]),
         (BASE, ["--splice_max_fraction", "1.5"], ["data.splice_max_fraction=1.5", "(0, 1)"]),
         (BASE, ["--splice_probability", "-0.1"], ["data.splice_probability=-0.1", "probability"]),

@@ -306,6 +306,25 @@ def test_weight_average_turned_on_at_resume_starts_from_the_checkpoint(tmp_path,
     )
 
 
+def test_scheduled_disentanglement_weight_is_the_one_the_loss_used(tmp_path):
+    datasets = _datasets(str(tmp_path / "data"))
+    out = tmp_path / "run"
+    _train_in_process(
+        tmp_path, datasets, out, 4, optim__dis_weight_start=1.0, optim__dis_weight_steps=2
+    )
+    rows = _metrics(out)
+    c = DenseAVConfig()  # the tiny preset keeps the paper's loss weights
+    # Logged at steps done 1-4: the weights of optimizer steps 0-3.
+    assert [rows[s]["dis_weight"] for s in (1, 2, 3, 4)] == pytest.approx([1.0, 0.525, 0.05, 0.05])
+    for row in rows.values():
+        total = row["loss/a2v"] + row["loss/v2a"] + row["dis_weight"] * row["loss/dis"] + sum(
+            getattr(c, f"{name}_weight") * row[f"loss/{name}"]
+            for name in ("splice", "silence", "cal", "nonneg", "tv")
+        )
+        assert row["loss"] == pytest.approx(total, rel=1e-5)
+    assert rows[1]["loss/dis"] > 0  # the weighted term is really there
+
+
 def test_help_and_config_errors(capsys, tmp_path):
     from trainer.main import main
 

@@ -6,7 +6,7 @@ from itertools import pairwise
 import pytest
 import torch
 
-from trainer.scheduler import PhaseSchedule, phase_scheduler
+from trainer.scheduler import PhaseSchedule, linear_ramp, phase_scheduler
 
 
 def test_constant_schedule_warms_up_each_phase():
@@ -36,3 +36,10 @@ def test_scheduler_state_round_trips_and_bad_decay_is_named():
     assert again.get_last_lr() == sched.get_last_lr()
     with pytest.raises(ValueError, match="optim.decay"):
         PhaseSchedule(0, 0, 10, "step")
+
+
+def test_linear_ramp_falls_to_its_end_and_stays():
+    assert [linear_ramp(s, 0.5, 0.05, 10) for s in (0, 5, 10, 11, 100)] == pytest.approx(
+        [0.5, 0.275, 0.05, 0.05, 0.05]
+    )
+    assert linear_ramp(3, 0.0, 0.05, 6) == pytest.approx(0.025)  # a rise works alike

@@ -115,6 +115,15 @@ class OptimConfig:
     ema_start: int = _help(
         "Optimizer step at which the weight average starts, as a copy of the weights.", default=0
     )
+    dis_weight_start: float | None = _help(
+        "Disentanglement weight at step 0, falling linearly to the model's dis_weight at step "
+        "optim.dis_weight_steps (null: the model's dis_weight throughout, the paper).",
+        default=None,
+    )
+    dis_weight_steps: int = _help(
+        "Steps over which the disentanglement weight falls from optim.dis_weight_start.",
+        default=0,
+    )
 
 
 @dataclass
@@ -324,6 +333,18 @@ def validate(cfg: TrainConfig) -> None:
     _check(o.grad_accum >= 1, "optim.grad_accum", o.grad_accum, "must be >= 1")
     _check(0 <= o.ema_decay < 1, "optim.ema_decay", o.ema_decay, "must be in [0, 1) (0 disables)")
     _check(o.ema_start >= 0, "optim.ema_start", o.ema_start, "must be >= 0")
+    _check(
+        o.dis_weight_start is None or o.dis_weight_start >= 0,
+        "optim.dis_weight_start",
+        o.dis_weight_start,
+        "must be null or >= 0",
+    )
+    _check(
+        o.dis_weight_start is None or o.dis_weight_steps >= 1,
+        "optim.dis_weight_steps",
+        o.dis_weight_steps,
+        "must be >= 1 when optim.dis_weight_start is set",
+    )
     _check(c.every >= 0, "checkpoint.every", c.every, "must be >= 0")
     _check(c.keep >= 1, "checkpoint.keep", c.keep, "must be >= 1")
     _check(lg.every >= 1, "logging.every", lg.every, "must be >= 1")

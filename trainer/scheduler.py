@@ -1,5 +1,5 @@
 """Learning-rate schedule: a linear warm-up at the start of each training phase, then constant or
-a cosine decay to zero at the last step.
+a cosine decay to zero at the last step; and the linear ramp of a loss weight over the first steps.
 
 DenseAV warms the learning rate up twice: when phase 1 (aligners only) starts and again when
 phase 2 adds the backbones (DESIGN.md section 4). The factor is a pure function of the step, so
@@ -54,3 +54,8 @@ def phase_scheduler(
 ) -> LambdaLR:
     """A ``LambdaLR`` whose ``step()`` is called once per optimizer step."""
     return LambdaLR(optimizer, PhaseSchedule(warmup_steps, phase2_start, total_steps, decay))
+
+
+def linear_ramp(step: int, start: float, end: float, steps: int) -> float:
+    """``start`` at step 0, linearly to ``end`` at ``steps``, and ``end`` from then on."""
+    return end + (start - end) * max(0.0, 1.0 - step / steps)

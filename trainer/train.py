@@ -39,6 +39,7 @@ from trainer.data import TrainBatch, collate
 from trainer.distributed import gather_no_grad, gather_with_grad, is_distributed, local_offset
 from trainer.logger import TrainLogger
 from trainer.params import TrainConfig
+from trainer.scheduler import linear_ramp
 from trainer.splice import DonorClips, SplicedAudio, apply_splices, splice_negatives
 
 log = logging.getLogger("trainer")
@@ -154,16 +155,20 @@ def global_batch_loss(
     out: DenseAVOutput,
     splice_tokens: torch.Tensor,
     generator: torch.Generator,
+    dis_weight: float | None = None,
 ) -> dict[str, torch.Tensor]:
     """DenseAVLoss with negatives from every process (in float32).
 
     Args:
         out: this process's features. splice_tokens: ``(B, T)`` soft splice mask at token rate.
+        dis_weight: this step's disentanglement weight (None: the model config's).
     """
     audio, image = _float(out.audio), _float(out.image)
     gamma = out.inverse_temperature.float()
     if not is_distributed():
-        return loss_fn(audio, image, gamma, splice_tokens, generator=generator)
+        return loss_fn(
+            audio, image, gamma, splice_tokens, generator=generator, dis_weight=dis_weight
+        )
     all_audio = AudioFeatures(
         gather_with_grad(audio.features),
         gather_no_grad(loss_fn.contrast_mask(audio.mask, splice_tokens)),
@@ -180,6 +185,7 @@ def global_batch_loss(
         all_image=all_image,
         offset=offset,
         generator=generator,
+        dis_weight=dis_weight,
     )
 
 
@@ -203,12 +209,14 @@ def forward_backward(
     cfg: TrainConfig,
     generators: tuple[torch.Generator, torch.Generator],
     sync: bool = True,
+    dis_weight: float | None = None,
 ) -> dict[str, torch.Tensor]:
     """Splice (pieces of ``donors``), encode, global-batch loss and backward for one micro-batch;
     returns the loss terms.
 
     ``sync=False`` skips DDP's gradient all-reduce (all but the last micro-batch of a step).
-    The loss is divided by ``optim.grad_accum`` before backward.
+    The loss is divided by ``optim.grad_accum`` before backward. ``dis_weight``: this step's
+    disentanglement weight (None: the model config's).
     """
     g_splice, g_loss = generators
     device = accelerator.device
@@ -219,7 +227,7 @@ def forward_backward(
             batch.images.to(device), spliced.audio.to(device), spliced.sample_mask.to(device)
         )
         splice_tokens = model.token_mask(spliced.splice_mask.to(device))
-        terms = global_batch_loss(loss_fn, out, splice_tokens, g_loss)
+        terms = global_batch_loss(loss_fn, out, splice_tokens, g_loss, dis_weight)
         accelerator.backward(terms["loss"] / cfg.optim.grad_accum)
     return {name: value.detach().float() for name, value in terms.items()}
 
@@ -240,6 +248,17 @@ def apply_gradients(
     else:
         optimizer.step()
     return grad_max, clipped
+
+
+def dis_weight_at(cfg: TrainConfig, step: int, model_weight: float) -> float:
+    """The disentanglement weight of optimizer step ``step``: ``model_weight`` (the model config's
+    ``dis_weight``), or with ``optim.dis_weight_start`` set a linear fall from it to
+    ``model_weight`` over ``optim.dis_weight_steps``. A function of the step, so a resumed run
+    weights every step as the run that did not stop."""
+    o = cfg.optim
+    if o.dis_weight_start is None:
+        return model_weight
+    return linear_ramp(step, o.dis_weight_start, model_weight, o.dis_weight_steps)
 
 
 @dataclass
@@ -285,6 +304,7 @@ def train(
             wrapped = enter_phase(accelerator, model, phase)
         torch.manual_seed(derive_seed(cfg.seed, _STREAM_MODEL, rank, state.step) % (1 << 63))
         optimizer.zero_grad(set_to_none=True)
+        dis_weight = dis_weight_at(cfg, state.step, loss_fn.config.dis_weight)
         totals: dict[str, torch.Tensor] = {}
         for micro in range(accum):
             t0 = time.perf_counter()
@@ -301,6 +321,7 @@ def train(
                 cfg,
                 step_generators(cfg.seed, rank, state.step, micro),
                 sync=micro == accum - 1,
+                dis_weight=dis_weight,
             )
             state.splice_donors = DonorClips(batch.audio, batch.valid_samples)
             for name, value in terms.items():
@@ -330,6 +351,7 @@ def train(
                 {
                     "inverse_temperature": float(model.clamped_inverse_temperature().detach()),
                     "phase": float(state.phase),
+                    "dis_weight": dis_weight,
                     "samples_per_s": samples_per_step * window_steps / max(elapsed, 1e-9),
                     "data_wait_s": float(mean[-1]),
                     "grad_norm_max": grad_max,
