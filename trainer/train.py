@@ -252,7 +252,7 @@ def apply_gradients(
 
 def dis_weight_at(cfg: TrainConfig, step: int, model_weight: float) -> float:
     """The disentanglement weight of optimizer step ``step``: ``model_weight`` (the model config's
-    ``dis_weight``), or with ``optim.dis_weight_start`` set a linear fall from it to
+    ``dis_weight``), or with ``optim.dis_weight_start`` set a linear fall from that start to
     ``model_weight`` over ``optim.dis_weight_steps``. A function of the step, so a resumed run
     weights every step as the run that did not stop."""
     o = cfg.optim
